@@ -1,0 +1,35 @@
+# The two commands a newcomer needs are `make run` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: run test lint typecheck proto clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+## Start a private redis-server, a worker and the gateway on 127.0.0.1:50051.
+run: $(STAMP)
+	$(BIN)/python scripts/run.py
+
+## Lint, type-check and run the whole test suite.
+test: $(STAMP) lint typecheck
+	$(BIN)/pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+## Regenerate the Python stubs in taskgate/v1 from proto/.
+proto: $(STAMP)
+	$(BIN)/python -m taskgate.codegen
+
+clean:
+	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

@@ -1,0 +1,95 @@
+"""Assembles the gateway: Celery, Redis, the gRPC server, health and reflection."""
+
+import asyncio
+import logging
+import signal
+from dataclasses import dataclass
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from redis.asyncio import Redis
+
+from server.catalog import Catalog
+from server.config import GatewaySettings
+from server.dispatch import Dispatcher, create_gateway_app
+from server.gateway import Gateway
+from server.interceptors import ErrorMappingInterceptor
+from server.records import DispatchRecords
+from server.results import ResultReader
+from server.servicer import TaskService
+from server.watcher import ResultWatcher
+from taskgate.v1 import task_service_pb2 as pb
+from taskgate.v1 import task_service_pb2_grpc as pb_grpc
+
+logger = logging.getLogger(__name__)
+
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["TaskService"].full_name
+
+
+@dataclass
+class RunningGateway:
+    """A started gateway and what must be closed when it stops."""
+
+    server: grpc.aio.Server
+    port: int
+    health: health.aio.HealthServicer
+    dispatcher: Dispatcher
+    watcher: ResultWatcher
+    redis: Redis
+
+    async def stop(self, grace: float) -> None:
+        """Say NOT_SERVING at once, let calls in flight finish within `grace`, then close."""
+        await self.health.enter_graceful_shutdown()
+        await self.server.stop(grace)
+        await self.watcher.close()
+        await self.redis.aclose()
+        await asyncio.to_thread(self.dispatcher.close)
+
+
+async def start(settings: GatewaySettings) -> RunningGateway:
+    """Build everything and start serving on `settings.listen`."""
+    celery_app = create_gateway_app(settings.celery)
+    redis = Redis.from_url(
+        str(celery_app.conf.result_backend),
+        socket_timeout=float(celery_app.conf.redis_socket_timeout or 5.0),
+        socket_connect_timeout=float(celery_app.conf.redis_socket_connect_timeout or 4.0),
+        health_check_interval=30,
+    )
+    dispatcher = Dispatcher(celery_app, settings.publish_threads)
+    watcher = ResultWatcher(redis)
+    gateway = Gateway(
+        catalog=Catalog(settings.task_patterns),
+        dispatcher=dispatcher,
+        records=DispatchRecords(redis, celery_app.conf.result_expires),
+        reader=ResultReader(redis, dispatcher.result_key),
+        watcher=watcher,
+    )
+    server = grpc.aio.server(interceptors=[ErrorMappingInterceptor()])
+    pb_grpc.add_TaskServiceServicer_to_server(
+        TaskService(gateway, settings.max_wait_seconds), server
+    )
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+    )
+    port = server.add_insecure_port(settings.listen)
+    await server.start()
+    for service in ("", SERVICE_NAME):
+        await health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
+    return RunningGateway(server, port, health_servicer, dispatcher, watcher, redis)
+
+
+async def serve(settings: GatewaySettings) -> None:
+    """Run until SIGTERM or SIGINT, then shut down gracefully."""
+    running = await start(settings)
+    host = settings.listen.rpartition(":")[0]
+    logger.info("taskgate listening on %s:%d", host, running.port)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    await stop.wait()
+    logger.info("stopping: calls in flight have %.1fs to finish", settings.grace_seconds)
+    await running.stop(settings.grace_seconds)

@@ -1,0 +1,45 @@
+"""JSON text in and out: arguments are validated here before any worker sees them."""
+
+import json
+from typing import Any
+
+from server.errors import InvalidArgument
+
+
+def _reject_constant(name: str) -> Any:
+    # NaN and Infinity are Python extensions, not JSON: other languages cannot read them.
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _loads(field: str, text: str) -> Any:
+    try:
+        return json.loads(text, parse_constant=_reject_constant)
+    except ValueError as exc:
+        raise InvalidArgument(field, f"not valid JSON: {exc}") from None
+    except RecursionError:
+        raise InvalidArgument(field, "JSON is nested too deeply") from None
+
+
+def parse_args(text: str, field: str = "args_json") -> list[Any]:
+    """Parse positional arguments: a JSON array, where empty text means `[]`."""
+    if not text.strip():
+        return []
+    value = _loads(field, text)
+    if not isinstance(value, list):
+        raise InvalidArgument(field, f"must be a JSON array, got {type(value).__name__}")
+    return value
+
+
+def parse_kwargs(text: str, field: str = "kwargs_json") -> dict[str, Any]:
+    """Parse keyword arguments: a JSON object, where empty text means `{}`."""
+    if not text.strip():
+        return {}
+    value = _loads(field, text)
+    if not isinstance(value, dict):
+        raise InvalidArgument(field, f"must be a JSON object, got {type(value).__name__}")
+    return value
+
+
+def dumps(value: Any) -> str:
+    """Encode a task's result or meta as compact JSON text."""
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)

@@ -1,0 +1,85 @@
+"""The Celery adapter: everything the gateway does with Celery's own API lives here."""
+
+import asyncio
+import functools
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, cast
+
+from celery import Celery
+from celery.backends.redis import RedisBackend
+from kombu.exceptions import OperationalError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from server.errors import Unavailable
+from server.requests import Submission
+from worker.config import CelerySettings
+from worker.factory import ConfigurationError, create_app
+
+logger = logging.getLogger(__name__)
+
+_REDIS_SCHEMES = ("redis", "rediss")
+_PUBLISH_ERRORS = (OperationalError, OSError, RedisConnectionError, RedisTimeoutError)
+
+
+class PublishOnlyRedisBackend(RedisBackend):
+    """Celery's Redis result backend, minus the per-task subscription on publish.
+
+    Celery's `send_task` subscribes its own result consumer to every task it sends;
+    that consumer is not thread-safe (celery/celery#3761) and nobody in the gateway
+    reads it. The gateway waits with its own shared subscription instead.
+    """
+
+    def on_task_call(self, producer: Any, task_id: str) -> None:
+        """Do not subscribe: see the class docstring."""
+
+
+def create_gateway_app(settings: CelerySettings) -> Celery:
+    """The shared Celery app, configured for publishing only (no task code loaded)."""
+    app = create_app(settings, load_tasks=False)
+    scheme = str(app.conf.result_backend).partition("://")[0]
+    if scheme not in _REDIS_SCHEMES:
+        raise ConfigurationError(
+            f"result backend {scheme!r} is not supported: the gateway reads states "
+            "and waits for results through Redis (redis:// or rediss://)"
+        )
+    backend = f"{__name__}:{PublishOnlyRedisBackend.__name__}"
+    app.loader.override_backends = dict.fromkeys(_REDIS_SCHEMES, backend)
+    return app
+
+
+class Dispatcher:
+    """Publishes submissions with `send_task`, off the event loop."""
+
+    def __init__(self, app: Celery, threads: int) -> None:
+        self._app = app
+        # kombu's publish blocks; one thread per pooled broker connection.
+        self._executor = ThreadPoolExecutor(threads, thread_name_prefix="taskgate-publish")
+
+    def result_key(self, task_id: str) -> bytes:
+        """The Redis key (and pub/sub channel) where Celery stores this task's state."""
+        key: bytes | str = cast(RedisBackend, self._app.backend).get_key_for_task(task_id)
+        # Pub/sub reports channels as bytes; watches are keyed the same way.
+        return key.encode() if isinstance(key, str) else key
+
+    async def publish(self, task_id: str, submission: Submission) -> None:
+        """Send the task to the broker; raises Unavailable when the broker cannot take it."""
+        send = functools.partial(
+            self._app.send_task,
+            submission.task,
+            args=submission.args,
+            kwargs=submission.kwargs,
+            task_id=task_id,
+            **submission.options,
+        )
+        try:
+            await asyncio.get_running_loop().run_in_executor(self._executor, send)
+        except _PUBLISH_ERRORS as exc:
+            logger.warning("publish of %s failed: %s", task_id, exc)
+            raise Unavailable(f"the broker is unavailable: {exc}") from exc
+
+    def close(self) -> None:
+        """Wait for publishes in flight, then release the threads and broker connections."""
+        self._executor.shutdown(wait=True)
+        self._app.close()

@@ -1,0 +1,94 @@
+"""The gateway's exceptions, each tied to the gRPC status code a caller receives.
+
+Domain code raises these; `server.interceptors` turns them into statuses in one place.
+"""
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from google.protobuf import any_pb2
+from google.protobuf.message import Message
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+ERROR_DOMAIN = "taskgate.v1"
+
+
+class GatewayError(Exception):
+    """Base class: a failure the caller is told about with `code`."""
+
+    code: int = code_pb2.INTERNAL
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def details(self) -> list[Message]:
+        """Extra `google.rpc` detail messages for the status; none by default."""
+        return []
+
+    def to_status(self) -> status_pb2.Status:
+        """The `google.rpc.Status` that carries this error to the caller."""
+        packed = []
+        for detail in self.details():
+            holder = any_pb2.Any()
+            holder.Pack(detail)
+            packed.append(holder)
+        return status_pb2.Status(code=self.code, message=self.message, details=packed)
+
+
+class InvalidArgument(GatewayError):
+    """A request field is malformed; the field is named in a BadRequest detail."""
+
+    code = code_pb2.INVALID_ARGUMENT
+
+    def __init__(self, field: str, description: str) -> None:
+        super().__init__(f"{field}: {description}")
+        self.field = field
+        self.description = description
+
+    def details(self) -> list[Message]:
+        violation = error_details_pb2.BadRequest.FieldViolation(
+            field=self.field, description=self.description
+        )
+        return [error_details_pb2.BadRequest(field_violations=[violation])]
+
+
+class NotFound(GatewayError):
+    """The task name or task id is unknown to this gateway."""
+
+    code = code_pb2.NOT_FOUND
+
+
+class Unavailable(GatewayError):
+    """The broker or the result backend cannot be reached; retrying later may work."""
+
+    code = code_pb2.UNAVAILABLE
+
+
+@contextmanager
+def redis_unavailable(what: str) -> Iterator[None]:
+    """Turn a lost or timed-out Redis connection into Unavailable naming `what`."""
+    try:
+        yield
+    except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+        raise Unavailable(f"{what} is unavailable: {exc}") from exc
+
+
+class TaskDidNotSucceed(GatewayError):
+    """With `propagate`, the task failed or was revoked: its error goes in the details."""
+
+    code = code_pb2.FAILED_PRECONDITION
+
+    def __init__(self, reason: str, task_id: str, error: Message, summary: str) -> None:
+        super().__init__(summary)
+        self.reason = reason
+        self.task_id = task_id
+        self.error = error
+
+    def details(self) -> list[Message]:
+        info = error_details_pb2.ErrorInfo(
+            reason=self.reason, domain=ERROR_DOMAIN, metadata={"task_id": self.task_id}
+        )
+        return [info, self.error]

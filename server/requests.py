@@ -1,0 +1,100 @@
+"""Turns protobuf requests into validated values; every problem names its field."""
+
+import re
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from server import codec
+from server.errors import InvalidArgument
+from taskgate.v1 import task_service_pb2 as pb
+
+_TASK_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.:\-]*")
+_QUEUE_NAME = re.compile(r"[A-Za-z0-9_.:\-]+")
+MAX_NAME_BYTES = 255
+
+# Celery's own message headers: a caller's header with one of these names would
+# overwrite the protocol (the task name among them) and bypass the catalog.
+RESERVED_HEADERS = frozenset(
+    {
+        "lang", "task", "id", "shadow", "eta", "expires", "group", "group_index",
+        "retries", "timelimit", "root_id", "parent_id", "argsrepr", "kwargsrepr",
+        "origin", "ignore_result", "replaced_task_nesting", "stamped_headers", "stamps",
+    }
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Submission:
+    """A validated Submit: what goes to Celery's `send_task`."""
+
+    task: str
+    args: list[Any]
+    kwargs: dict[str, Any]
+    options: dict[str, Any] = field(default_factory=dict)
+    idempotency_key: str = ""
+
+
+def parse_task_name(name: str, field_name: str = "task") -> str:
+    """Return `name` if it is a well-formed Celery task name."""
+    if not name:
+        raise InvalidArgument(field_name, "is required, for example 'tasks.add'")
+    if len(name.encode()) > MAX_NAME_BYTES or not _TASK_NAME.fullmatch(name):
+        raise InvalidArgument(
+            field_name,
+            "must be a dotted name of letters, digits, '_', '-', ':' and '.', "
+            f"at most {MAX_NAME_BYTES} bytes",
+        )
+    return name
+
+
+def parse_task_id(text: str) -> str:
+    """Return the canonical form of a task id; ids are UUIDs chosen by the gateway."""
+    try:
+        return str(uuid.UUID(text))
+    except ValueError:
+        raise InvalidArgument("task_id", "must be a task id returned by Submit (a UUID)") from None
+
+
+def _parse_options(options: pb.SubmitOptions, now: datetime) -> dict[str, Any]:
+    parsed: dict[str, Any] = {}
+    if options.queue:
+        if len(options.queue) > MAX_NAME_BYTES or not _QUEUE_NAME.fullmatch(options.queue):
+            raise InvalidArgument("options.queue", "must be letters, digits, '_', '-', ':', '.'")
+        parsed["queue"] = options.queue
+    if options.HasField("countdown") and options.HasField("eta"):
+        raise InvalidArgument("options.eta", "cannot be set together with options.countdown")
+    if options.HasField("countdown"):
+        countdown = options.countdown.ToTimedelta().total_seconds()
+        if countdown < 0:
+            raise InvalidArgument("options.countdown", "must not be negative")
+        parsed["countdown"] = countdown
+    if options.HasField("eta"):
+        parsed["eta"] = options.eta.ToDatetime(tzinfo=UTC)
+    if options.HasField("expires"):
+        expires = options.expires.ToDatetime(tzinfo=UTC)
+        if expires <= now:
+            raise InvalidArgument("options.expires", "must be in the future")
+        parsed["expires"] = expires
+    if options.HasField("priority"):
+        if not 0 <= options.priority <= 255:
+            raise InvalidArgument("options.priority", "must be between 0 and 255")
+        parsed["priority"] = options.priority
+    if options.headers:
+        clash = sorted(RESERVED_HEADERS.intersection(options.headers))
+        if clash:
+            raise InvalidArgument("options.headers", f"{clash} are reserved by Celery")
+        parsed["headers"] = dict(options.headers)
+    return parsed
+
+
+def parse_submit(request: pb.SubmitRequest, now: datetime | None = None) -> Submission:
+    """Validate a SubmitRequest; raises InvalidArgument naming the first bad field."""
+    return Submission(
+        task=parse_task_name(request.task),
+        args=codec.parse_args(request.args_json),
+        kwargs=codec.parse_kwargs(request.kwargs_json),
+        options=_parse_options(request.options, now or datetime.now(UTC)),
+        idempotency_key=request.idempotency_key,
+    )

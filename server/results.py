@@ -1,0 +1,98 @@
+"""Reads task states from Celery's Redis result backend and turns them into replies."""
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from celery import states
+from redis.asyncio import Redis
+
+from server import codec
+from server.errors import redis_unavailable
+from taskgate.v1 import task_service_pb2 as pb
+
+_STATES = {
+    states.PENDING: pb.TASK_STATE_PENDING,
+    states.RECEIVED: pb.TASK_STATE_RECEIVED,
+    states.STARTED: pb.TASK_STATE_STARTED,
+    states.RETRY: pb.TASK_STATE_RETRY,
+    states.SUCCESS: pb.TASK_STATE_SUCCESS,
+    states.FAILURE: pb.TASK_STATE_FAILURE,
+    states.REVOKED: pb.TASK_STATE_REVOKED,
+}
+
+
+def _unwrap_kombu_types(obj: dict[str, Any]) -> Any:
+    # kombu's JSON wraps datetimes, UUIDs and decimals as {"__type__", "__value__"};
+    # callers in other languages get the plain text form.
+    if obj.keys() == {"__type__", "__value__"}:
+        return obj["__value__"]
+    return obj
+
+
+@dataclass(frozen=True)
+class TaskSnapshot:
+    """A task's state as Celery stored it at one moment."""
+
+    state_name: str
+    result: Any = None
+    traceback: str | None = None
+
+    @classmethod
+    def decode(cls, payload: bytes | str) -> "TaskSnapshot":
+        """Parse the JSON that a worker stored under `celery-task-meta-<id>`."""
+        meta = json.loads(payload, object_hook=_unwrap_kombu_types)
+        return cls(meta["status"], meta.get("result"), meta.get("traceback"))
+
+    @property
+    def state(self) -> "pb.TaskState.ValueType":
+        """The state as TaskState; any state Celery does not define is CUSTOM."""
+        return _STATES.get(self.state_name, pb.TASK_STATE_CUSTOM)
+
+    @property
+    def ready(self) -> bool:
+        """True once the task has finished for good."""
+        return self.state_name in states.READY_STATES
+
+    @property
+    def succeeded(self) -> bool:
+        """True when the task finished with a result."""
+        return self.state_name == states.SUCCESS
+
+    def meta_json(self) -> str:
+        """A custom state's meta as JSON text; empty for Celery's own states."""
+        if self.state == pb.TASK_STATE_CUSTOM and self.result is not None:
+            return codec.dumps(self.result)
+        return ""
+
+    def error(self) -> pb.TaskError:
+        """The stored exception of a failed or revoked task."""
+        result = self.result if isinstance(self.result, dict) else {}
+        args = result.get("exc_message", self.result)
+        if isinstance(args, list | tuple):
+            message = str(args[0]) if len(args) == 1 else ", ".join(map(str, args))
+        else:
+            message = "" if args is None else str(args)
+        return pb.TaskError(
+            type=str(result.get("exc_type", self.state_name)),
+            message=message,
+            traceback=self.traceback or "",
+        )
+
+
+PENDING = TaskSnapshot(states.PENDING)
+
+
+class ResultReader:
+    """Reads the current snapshot of a task from Redis with one GET."""
+
+    def __init__(self, redis: Redis, key_for: Callable[[str], bytes]) -> None:
+        self._redis = redis
+        self.key_for = key_for
+
+    async def read(self, task_id: str) -> TaskSnapshot | None:
+        """The stored snapshot, or None when Celery has stored nothing for the id."""
+        with redis_unavailable("the result backend"):
+            payload = await self._redis.get(self.key_for(task_id))
+        return None if payload is None else TaskSnapshot.decode(payload)

@@ -1,0 +1,1 @@
+"""Generated stubs for the `taskgate.v1` proto package; regenerate with `make proto`."""

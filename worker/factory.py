@@ -1,0 +1,106 @@
+"""The one Celery app factory, used by the workers and by the gateway.
+
+Both sides build their app here so that the broker, the result backend, the
+serializers and `task_routes` are the same at publish time and at run time.
+"""
+
+import importlib
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from celery import Celery
+
+from worker.config import DEFAULT_REDIS_URL, EXAMPLE_TASK_MODULE, CelerySettings
+
+logger = logging.getLogger(__name__)
+
+SAFE_DEFAULTS: Mapping[str, Any] = {
+    # Pickle runs code when it loads; JSON is also what callers in other languages speak.
+    "task_serializer": "json",
+    "result_serializer": "json",
+    "accept_content": ["json"],
+    "result_accept_content": ["json"],
+    # A worker that dies mid-task gives the message back instead of losing it.
+    "task_acks_late": True,
+    "task_reject_on_worker_lost": True,
+    "worker_prefetch_multiplier": 1,
+    # Callers see STARTED while a task runs, and GetStatus can name the task and worker.
+    "task_track_started": True,
+    "result_extended": True,
+    "result_expires": 86400,
+    # kombu waits forever on a dead socket by default; a publish must fail instead.
+    "broker_connection_timeout": 4.0,
+    "broker_connection_retry_on_startup": True,
+    "broker_transport_options": {
+        "socket_timeout": 5.0,
+        "socket_connect_timeout": 4.0,
+        # Longer than any task should run: an unacknowledged message is redelivered after it.
+        "visibility_timeout": 3600,
+    },
+    "redis_socket_timeout": 5.0,
+    "redis_socket_connect_timeout": 4.0,
+    "task_publish_retry_policy": {
+        "max_retries": 3,
+        "interval_start": 0,
+        "interval_step": 0.2,
+        "interval_max": 1.0,
+    },
+}
+
+_SERIALIZER_SETTINGS = (
+    "task_serializer",
+    "result_serializer",
+    "accept_content",
+    "result_accept_content",
+)
+
+
+class ConfigurationError(Exception):
+    """The configuration cannot be used safely; the message says what to change."""
+
+
+def module_settings(module_name: str) -> dict[str, Any]:
+    """The lowercase settings of a `celeryconfig.py`-style module, as Celery reads them."""
+    module = importlib.import_module(module_name)
+    return {name: getattr(module, name) for name in dir(module) if name.islower()}
+
+
+def build_config(settings: CelerySettings, *, load_tasks: bool) -> dict[str, Any]:
+    """Merge the safe defaults, the configuration module and the environment, in that order."""
+    config: dict[str, Any] = dict(SAFE_DEFAULTS)
+    if settings.config_module:
+        config.update(module_settings(settings.config_module))
+    config["broker_url"] = settings.broker_url or config.get("broker_url") or DEFAULT_REDIS_URL
+    config["result_backend"] = (
+        settings.result_backend or config.get("result_backend") or DEFAULT_REDIS_URL
+    )
+    if not load_tasks:
+        config["imports"] = ()
+        config["include"] = ()
+    elif settings.task_modules:
+        config["imports"] = settings.task_modules
+    elif not (config.get("imports") or config.get("include")):
+        config["imports"] = (EXAMPLE_TASK_MODULE,)
+    refuse_unsafe_serializers(config)
+    return config
+
+
+def refuse_unsafe_serializers(config: Mapping[str, Any]) -> None:
+    """Raise when any serializer setting admits something other than JSON."""
+    for name in _SERIALIZER_SETTINGS:
+        value = config.get(name)
+        values = [value] if isinstance(value, str) else list(value or ())
+        unsafe = [v for v in values if v not in ("json", "application/json")]
+        if unsafe:
+            raise ConfigurationError(
+                f"{name}={value!r} admits {unsafe}: taskgate accepts JSON only, because "
+                "pickle and similar formats run code when a message is loaded"
+            )
+
+
+def create_app(settings: CelerySettings, *, load_tasks: bool = True) -> Celery:
+    """Build a configured Celery app; the gateway passes `load_tasks=False`."""
+    app = Celery("taskgate")
+    app.conf.update(build_config(settings, load_tasks=load_tasks))
+    return app
