@@ -1,0 +1,79 @@
+"""Error mapping on a real in-process gRPC server: rich statuses, and INTERNAL for bugs."""
+
+import asyncio
+import logging
+
+import grpc
+import pytest
+
+from server.errors import InvalidArgument, NotFound, Unavailable
+from server.interceptors import ErrorMappingInterceptor
+from taskgate.v1 import task_service_pb2 as pb
+from taskgate.v1 import task_service_pb2_grpc as pb_grpc
+from tests.grpc_helpers import violated_fields
+
+
+class Failing(pb_grpc.TaskServiceServicer):
+    """Raises whatever the test put in `error`."""
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+    async def GetStatus(  # noqa: N802
+        self, request: pb.GetStatusRequest, context: grpc.aio.ServicerContext[object, object]
+    ) -> pb.GetStatusResponse:
+        raise self.error
+
+    async def Submit(  # noqa: N802
+        self, request: pb.SubmitRequest, context: grpc.aio.ServicerContext[object, object]
+    ) -> pb.SubmitResponse:
+        raise self.error
+
+    async def GetResult(  # noqa: N802
+        self, request: pb.GetResultRequest, context: grpc.aio.ServicerContext[object, object]
+    ) -> pb.GetResultResponse:
+        raise self.error
+
+
+async def _call(error: Exception) -> grpc.aio.AioRpcError:
+    server = grpc.aio.server(interceptors=[ErrorMappingInterceptor()])
+    pb_grpc.add_TaskServiceServicer_to_server(Failing(error), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub = pb_grpc.TaskServiceStub(channel)
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await stub.GetStatus(pb.GetStatusRequest(task_id="x"), timeout=5)
+            return caught.value
+    finally:
+        await server.stop(None)
+
+
+@pytest.mark.parametrize(
+    ("error", "code"),
+    [
+        (NotFound("no task"), grpc.StatusCode.NOT_FOUND),
+        (Unavailable("broker down"), grpc.StatusCode.UNAVAILABLE),
+        (InvalidArgument("task_id", "bad"), grpc.StatusCode.INVALID_ARGUMENT),
+    ],
+)
+def test_gateway_errors_keep_their_code_and_message(
+    error: Exception, code: grpc.StatusCode
+) -> None:
+    caught = asyncio.run(_call(error))
+    assert caught.code() == code
+    assert caught.details() == str(error)
+
+
+def test_invalid_argument_names_the_field() -> None:
+    caught = asyncio.run(_call(InvalidArgument("task_id", "bad")))
+    assert violated_fields(caught) == ["task_id"]
+
+
+def test_an_unexpected_exception_is_internal_and_logged(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.ERROR, logger="server.interceptors"):
+        caught = asyncio.run(_call(KeyError("secret internals")))
+    assert caught.code() == grpc.StatusCode.INTERNAL
+    assert "secret internals" not in (caught.details() or "")
+    assert "KeyError: 'secret internals'" in caplog.text
