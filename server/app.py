@@ -15,8 +15,9 @@ from server.config import GatewaySettings
 from server.dispatch import Dispatcher, create_gateway_app
 from server.gateway import Gateway
 from server.interceptors import ErrorMappingInterceptor
-from server.records import DispatchRecords
-from server.results import ResultReader
+from server.records import DispatchRecords, as_seconds
+from server.registry import WorkerRegistry
+from server.results import ResultStore
 from server.servicer import TaskService
 from server.watcher import ResultWatcher
 from taskgate.v1 import task_service_pb2 as pb
@@ -36,12 +37,14 @@ class RunningGateway:
     health: health.aio.HealthServicer
     dispatcher: Dispatcher
     watcher: ResultWatcher
+    registry: WorkerRegistry
     redis: Redis
 
     async def stop(self, grace: float) -> None:
         """Say NOT_SERVING at once, let calls in flight finish within `grace`, then close."""
         await self.health.enter_graceful_shutdown()
         await self.server.stop(grace)
+        await self.registry.close()
         await self.watcher.close()
         await self.redis.aclose()
         await asyncio.to_thread(self.dispatcher.close)
@@ -58,17 +61,20 @@ async def start(settings: GatewaySettings) -> RunningGateway:
     )
     dispatcher = Dispatcher(celery_app, settings.publish_threads)
     watcher = ResultWatcher(redis)
+    registry = WorkerRegistry(dispatcher, settings.workers_refresh_seconds)
+    catalog = Catalog(settings.task_patterns)
+    result_expires = as_seconds(celery_app.conf.result_expires)
     gateway = Gateway(
-        catalog=Catalog(settings.task_patterns),
+        catalog=catalog,
         dispatcher=dispatcher,
-        records=DispatchRecords(redis, celery_app.conf.result_expires),
-        reader=ResultReader(redis, dispatcher.result_key),
+        records=DispatchRecords(redis, result_expires),
+        store=ResultStore(redis, dispatcher.result_key, result_expires),
         watcher=watcher,
+        registry=registry,
     )
     server = grpc.aio.server(interceptors=[ErrorMappingInterceptor()])
-    pb_grpc.add_TaskServiceServicer_to_server(
-        TaskService(gateway, settings.max_wait_seconds), server
-    )
+    servicer = TaskService(gateway, catalog, registry, settings.max_wait_seconds)
+    pb_grpc.add_TaskServiceServicer_to_server(servicer, server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
@@ -78,7 +84,8 @@ async def start(settings: GatewaySettings) -> RunningGateway:
     await server.start()
     for service in ("", SERVICE_NAME):
         await health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
-    return RunningGateway(server, port, health_servicer, dispatcher, watcher, redis)
+    registry.start()
+    return RunningGateway(server, port, health_servicer, dispatcher, watcher, registry, redis)
 
 
 async def serve(settings: GatewaySettings) -> None:

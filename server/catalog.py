@@ -20,6 +20,10 @@ class Catalog:
             return False
         return any(fnmatchcase(task, pattern) for pattern in self.patterns)
 
+    def exact_names(self) -> list[str]:
+        """The patterns that name one task each (no wildcards), and may be submitted."""
+        return [p for p in self.patterns if not any(c in p for c in "*?[") and self.allows(p)]
+
     def check(self, task: str) -> None:
         """Raise NotFound, exactly as for a task that does not exist, unless allowed."""
         if not self.allows(task):

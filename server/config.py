@@ -49,6 +49,9 @@ class GatewaySettings:
     """`TASKGATE_PUBLISH_THREADS`: threads for Celery's blocking publish; match
     Celery's `broker_pool_limit` (10) so no thread waits for a connection."""
 
+    workers_refresh_seconds: float = 30.0
+    """`TASKGATE_WORKERS_REFRESH`: how often to ask workers which tasks they serve."""
+
     grace_seconds: float = 10.0
     """`TASKGATE_GRACE`: how long calls in flight may finish after SIGTERM."""
 
@@ -64,5 +67,6 @@ class GatewaySettings:
             task_patterns=_patterns(env, "TASKGATE_TASKS", "tasks.*"),
             max_wait_seconds=_float(env, "TASKGATE_MAX_WAIT", 300.0),
             publish_threads=int(threads),
+            workers_refresh_seconds=_float(env, "TASKGATE_WORKERS_REFRESH", 30.0),
             grace_seconds=_float(env, "TASKGATE_GRACE", 10.0),
         )

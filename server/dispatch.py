@@ -3,8 +3,9 @@
 import asyncio
 import functools
 import logging
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 from celery import Celery
 from celery.backends.redis import RedisBackend
@@ -18,6 +19,8 @@ from worker.config import CelerySettings
 from worker.factory import ConfigurationError, create_app
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 _REDIS_SCHEMES = ("redis", "rediss")
 _PUBLISH_ERRORS = (OperationalError, OSError, RedisConnectionError, RedisTimeoutError)
@@ -63,6 +66,13 @@ class Dispatcher:
         # Pub/sub reports channels as bytes; watches are keyed the same way.
         return key.encode() if isinstance(key, str) else key
 
+    async def _run(self, call: Callable[[], T], what: str) -> T:
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._executor, call)
+        except _PUBLISH_ERRORS as exc:
+            logger.warning("%s failed: %s", what, exc)
+            raise Unavailable(f"the broker is unavailable: {exc}") from exc
+
     async def publish(self, task_id: str, submission: Submission) -> None:
         """Send the task to the broker; raises Unavailable when the broker cannot take it."""
         send = functools.partial(
@@ -73,11 +83,22 @@ class Dispatcher:
             task_id=task_id,
             **submission.options,
         )
-        try:
-            await asyncio.get_running_loop().run_in_executor(self._executor, send)
-        except _PUBLISH_ERRORS as exc:
-            logger.warning("publish of %s failed: %s", task_id, exc)
-            raise Unavailable(f"the broker is unavailable: {exc}") from exc
+        await self._run(send, f"publish of {task_id}")
+
+    async def revoke(self, task_id: str, terminate: bool) -> None:
+        """Broadcast Celery's revoke to the workers; with `terminate`, SIGTERM a running task."""
+        revoke = functools.partial(
+            self._app.control.revoke, task_id, terminate=terminate, signal="SIGTERM"
+        )
+        await self._run(revoke, f"revoke of {task_id}")
+
+    async def registered(self, reply_seconds: float) -> dict[str, list[str]]:
+        """Ask the live workers which tasks they serve: `{worker: ["name [info]", ...]}`."""
+        inspect = self._app.control.inspect(timeout=reply_seconds)
+        replies = await self._run(
+            functools.partial(inspect.registered, "ignore_result"), "inspect registered"
+        )
+        return dict(replies or {})
 
     def close(self) -> None:
         """Wait for publishes in flight, then release the threads and broker connections."""

@@ -67,6 +67,24 @@ class Unavailable(GatewayError):
     code = code_pb2.UNAVAILABLE
 
 
+class ResultIgnored(GatewayError):
+    """The task is declared `ignore_result=True`: there is no result to read or wait for."""
+
+    code = code_pb2.FAILED_PRECONDITION
+
+    def __init__(self, task_id: str, task: str) -> None:
+        super().__init__(
+            f"task {task_id} ({task}) is declared ignore_result=True: it stores no state or result"
+        )
+        self.task_id = task_id
+
+    def details(self) -> list[Message]:
+        info = error_details_pb2.ErrorInfo(
+            reason="RESULT_IGNORED", domain=ERROR_DOMAIN, metadata={"task_id": self.task_id}
+        )
+        return [info]
+
+
 @contextmanager
 def redis_unavailable(what: str) -> Iterator[None]:
     """Turn a lost or timed-out Redis connection into Unavailable naming `what`."""

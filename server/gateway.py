@@ -1,17 +1,33 @@
-"""What the gateway does, free of gRPC: submit, read a state, wait for a result."""
+"""What the gateway does, free of gRPC: submit, read, wait, watch and cancel tasks."""
 
 import asyncio
 import time
 import uuid
+from collections.abc import AsyncGenerator
+from contextlib import aclosing
+from dataclasses import dataclass
 from datetime import UTC, datetime
+
+from celery import states
 
 from server.catalog import Catalog
 from server.dispatch import Dispatcher
-from server.errors import NotFound
+from server.errors import NotFound, ResultIgnored
 from server.records import DispatchRecord, DispatchRecords
+from server.registry import WorkerRegistry
 from server.requests import Submission
-from server.results import PENDING, ResultReader, TaskSnapshot
+from server.results import PENDING, ResultStore, TaskSnapshot
 from server.watcher import ResultWatcher
+from taskgate.v1 import task_service_pb2 as pb
+
+
+@dataclass(frozen=True)
+class TaskView:
+    """A task's stored state joined with the gateway's record of dispatching it."""
+
+    task_id: str
+    snapshot: TaskSnapshot
+    record: DispatchRecord | None
 
 
 def _start_delay(submission: Submission) -> float:
@@ -29,17 +45,20 @@ class Gateway:
 
     def __init__(
         self,
+        *,
         catalog: Catalog,
         dispatcher: Dispatcher,
         records: DispatchRecords,
-        reader: ResultReader,
+        store: ResultStore,
         watcher: ResultWatcher,
+        registry: WorkerRegistry,
     ) -> None:
         self._catalog = catalog
         self._dispatcher = dispatcher
         self._records = records
-        self._reader = reader
+        self._store = store
         self._watcher = watcher
+        self._registry = registry
 
     async def submit(self, submission: Submission) -> str:
         """Queue the task and return its new id; OK means the broker has it."""
@@ -51,32 +70,88 @@ class Gateway:
         await self._dispatcher.publish(task_id, submission)
         return task_id
 
-    async def status(self, task_id: str) -> TaskSnapshot:
+    async def status(self, task_id: str) -> TaskView:
         """The task's current state; NotFound for an id this gateway never dispatched."""
-        snapshot = await self._reader.read(task_id)
-        if snapshot is not None:
-            return snapshot
-        if await self._records.get(task_id) is None:
+        snapshot, record = await asyncio.gather(
+            self._store.read(task_id), self._records.get(task_id)
+        )
+        if snapshot is None and record is None:
             raise NotFound(f"no task with id {task_id} (never submitted, or expired)")
-        return PENDING
+        if snapshot is None:
+            assert record is not None
+            self._refuse_ignored(task_id, record.task)
+        return TaskView(task_id, snapshot or PENDING, record)
 
-    async def result(self, task_id: str, wait: float) -> TaskSnapshot:
-        """The task's state once it is ready, or after `wait` seconds, whichever is first."""
-        snapshot = await self.status(task_id)
-        if snapshot.ready or wait <= 0:
-            return snapshot
-        deadline = asyncio.get_running_loop().time() + wait
-        async with self._watcher.watch(self._reader.key_for(task_id)) as watch:
+    def _refuse_ignored(self, task_id: str, task: str) -> None:
+        view = self._registry.known()
+        registered = view.tasks.get(task) if view else None
+        if registered is not None and registered.ignore_result:
+            raise ResultIgnored(task_id, task)
+
+    async def result(self, task_id: str, wait: float) -> TaskView:
+        """The task once it is ready, or after `wait` seconds, whichever is first."""
+        view = await self.status(task_id)
+        if view.snapshot.ready or wait <= 0:
+            return view
+        snapshot = view.snapshot
+        async with aclosing(self._changes(task_id, snapshot, wait)) as changes:
+            async for snapshot in changes:
+                if snapshot.ready:
+                    break
+        return TaskView(task_id, snapshot, view.record)
+
+    async def watch(self, task_id: str) -> AsyncGenerator[TaskView, None]:
+        """The current state, then each change, until a final state."""
+        view = await self.status(task_id)
+        yield view
+        if view.snapshot.ready:
+            return
+        last = view.snapshot
+        async with aclosing(self._changes(task_id, last, wait=None)) as changes:
+            async for snapshot in changes:
+                if (snapshot.state_name, snapshot.result) != (last.state_name, last.result):
+                    last = snapshot
+                    yield TaskView(task_id, snapshot, view.record)
+                if snapshot.ready:
+                    return
+
+    async def _changes(
+        self, task_id: str, known: TaskSnapshot, wait: float | None
+    ) -> AsyncGenerator[TaskSnapshot, None]:
+        """Snapshots as they are stored, until `wait` runs out (None: until cancelled)."""
+        loop = asyncio.get_running_loop()
+        deadline = None if wait is None else loop.time() + wait
+        async with self._watcher.watch(self._store.key_for(task_id)) as watch:
             # Subscribed now, so a state stored from here on cannot be missed.
-            snapshot = await self._reader.read(task_id) or snapshot
-            while not snapshot.ready:
+            yield await self._store.read(task_id) or known
+            while True:
                 try:
                     async with asyncio.timeout_at(deadline):
-                        payload = await watch.next_change()
+                        payloads = await watch.changes()
                 except TimeoutError:
-                    break
-                if payload is None:
-                    snapshot = await self._reader.read(task_id) or snapshot
-                else:
-                    snapshot = TaskSnapshot.decode(payload)
-        return snapshot
+                    return
+                for payload in payloads:
+                    if payload is None:
+                        yield await self._store.read(task_id) or known
+                    else:
+                        yield TaskSnapshot.decode(payload)
+
+    async def cancel(
+        self, task_id: str, terminate: bool
+    ) -> tuple["pb.CancelOutcome.ValueType", TaskView]:
+        """Revoke the task; returns the CancelOutcome and the state after it."""
+        view = await self.status(task_id)
+        if view.snapshot.ready:
+            return pb.CANCEL_OUTCOME_ALREADY_FINISHED, view
+        await self._dispatcher.revoke(task_id, terminate)
+        task = view.record.task if view.record else str(view.snapshot.extended.get("name", ""))
+        if view.snapshot.state_name in (states.PENDING, states.RETRY) and (
+            await self._store.mark_revoked(task_id, task)
+        ):
+            return pb.CANCEL_OUTCOME_REVOKED, await self.status(task_id)
+        view = await self.status(task_id)  # a worker may have moved it on meanwhile
+        if view.snapshot.ready:
+            return pb.CANCEL_OUTCOME_ALREADY_FINISHED, view
+        if terminate:
+            return pb.CANCEL_OUTCOME_TERMINATION_SIGNALLED, view
+        return pb.CANCEL_OUTCOME_STILL_RUNNING, view

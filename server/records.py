@@ -25,10 +25,15 @@ class DispatchRecord:
     idempotency_key: str = ""
 
 
-def ttl_seconds(result_expires: float | timedelta | None, delay: float) -> int | None:
+def as_seconds(value: float | timedelta | None) -> float | None:
+    """Celery's `result_expires` (seconds or a timedelta) in seconds; None or 0: never."""
+    if isinstance(value, timedelta):
+        return value.total_seconds()
+    return value or None
+
+
+def ttl_seconds(result_expires: float | None, delay: float) -> int | None:
     """Keep a record as long as the task's result could be kept, counting any delay."""
-    if isinstance(result_expires, timedelta):
-        result_expires = result_expires.total_seconds()
     if not result_expires:
         return None  # results never expire, so neither do records
     return int(result_expires + max(delay, 0.0)) + 1
@@ -37,7 +42,7 @@ def ttl_seconds(result_expires: float | timedelta | None, delay: float) -> int |
 class DispatchRecords:
     """Reads and writes dispatch records in the result backend's Redis."""
 
-    def __init__(self, redis: Redis, result_expires: float | timedelta | None) -> None:
+    def __init__(self, redis: Redis, result_expires: float | None) -> None:
         self._redis = redis
         self._result_expires = result_expires
 

@@ -1,12 +1,17 @@
-"""Builds replies from task snapshots, and the wait budget from a request."""
+"""Builds replies from task views, and the wait budget from a request."""
 
+from datetime import datetime
 from typing import Any
 
 import grpc
+from google.protobuf.duration_pb2 import Duration
+from google.protobuf.timestamp_pb2 import Timestamp
 
 from server import codec
+from server.catalog import Catalog
 from server.errors import InvalidArgument, TaskDidNotSucceed
-from server.results import TaskSnapshot
+from server.gateway import TaskView
+from server.registry import RegisteredTask, WorkerView
 from taskgate.v1 import task_service_pb2 as pb
 
 # Answer a little before the caller's deadline, so the reply (ready=false) still arrives.
@@ -14,31 +19,52 @@ _DEADLINE_MARGIN_SECONDS = 0.05
 
 
 def wait_budget(
-    request: pb.GetResultRequest, context: grpc.aio.ServicerContext[Any, Any], cap: float
+    wait: Duration | None, context: grpc.aio.ServicerContext[Any, Any], cap: float
 ) -> float:
     """Seconds to wait: the requested wait, never past the deadline or the gateway's cap."""
-    wait = request.wait.ToTimedelta().total_seconds() if request.HasField("wait") else 0.0
-    if wait < 0:
+    seconds = wait.ToTimedelta().total_seconds() if wait is not None else 0.0
+    if seconds < 0:
         raise InvalidArgument("wait", "must not be negative")
     remaining = context.time_remaining()
     if remaining is not None:
-        wait = min(wait, remaining - _DEADLINE_MARGIN_SECONDS)
-    return max(0.0, min(wait, cap))
+        seconds = min(seconds, remaining - _DEADLINE_MARGIN_SECONDS)
+    return max(0.0, min(seconds, cap))
 
 
-def status_response(task_id: str, snapshot: TaskSnapshot) -> pb.GetStatusResponse:
+def _timestamp(value: object) -> Timestamp | None:
+    if isinstance(value, float):
+        stamp = Timestamp()
+        stamp.FromNanoseconds(int(value * 1e9))
+        return stamp
+    if isinstance(value, str):
+        stamp = Timestamp()
+        stamp.FromDatetime(datetime.fromisoformat(value))
+        return stamp
+    return None
+
+
+def status_response(view: TaskView) -> pb.GetStatusResponse:
     """GetStatus's reply."""
+    snapshot, extended = view.snapshot, view.snapshot.extended
     return pb.GetStatusResponse(
-        task_id=task_id,
+        task_id=view.task_id,
         state=snapshot.state,
         state_name=snapshot.state_name,
         meta_json=snapshot.meta_json(),
+        task=view.record.task if view.record else str(extended.get("name") or ""),
+        submitted_at=_timestamp(view.record.submitted_at if view.record else None),
+        date_done=_timestamp(extended.get("date_done")),
+        retries=int(extended.get("retries") or 0),
+        worker=str(extended.get("worker") or ""),
     )
 
 
-def result_response(task_id: str, snapshot: TaskSnapshot, propagate: bool) -> pb.GetResultResponse:
+def result_response(view: TaskView, propagate: bool) -> pb.GetResultResponse:
     """GetResult's reply; with `propagate`, a failed or revoked task raises instead."""
-    response = pb.GetResultResponse(task_id=task_id, state=snapshot.state, ready=snapshot.ready)
+    snapshot = view.snapshot
+    response = pb.GetResultResponse(
+        task_id=view.task_id, state=snapshot.state, ready=snapshot.ready
+    )
     if not snapshot.ready:
         return response
     if snapshot.succeeded:
@@ -47,7 +73,28 @@ def result_response(task_id: str, snapshot: TaskSnapshot, propagate: bool) -> pb
     error = snapshot.error()
     if propagate:
         reason = "TASK_REVOKED" if snapshot.state == pb.TASK_STATE_REVOKED else "TASK_FAILED"
-        summary = f"task {task_id} ended {snapshot.state_name}: {error.type}: {error.message}"
-        raise TaskDidNotSucceed(reason, task_id, error, summary)
+        summary = f"task {view.task_id} ended {snapshot.state_name}: {error.type}: {error.message}"
+        raise TaskDidNotSucceed(reason, view.task_id, error, summary)
     response.error.CopyFrom(error)
     return response
+
+
+def execute_response(view: TaskView, propagate: bool) -> pb.ExecuteResponse:
+    """Execute's reply: GetResult's, field for field."""
+    result = result_response(view, propagate)
+    # ExecuteResponse repeats GetResultResponse's fields under the same numbers.
+    return pb.ExecuteResponse.FromString(result.SerializeToString())
+
+
+def task_list_response(catalog: Catalog, view: WorkerView) -> pb.ListTasksResponse:
+    """The catalog's tasks: those workers serve, and exact names that none serves."""
+    served = [task for name, task in view.tasks.items() if catalog.allows(name)]
+    unserved = [RegisteredTask(name) for name in catalog.exact_names() if name not in view.tasks]
+    tasks = sorted(served + unserved, key=lambda task: task.name)
+    return pb.ListTasksResponse(
+        tasks=[
+            pb.TaskInfo(name=task.name, workers=task.workers, ignore_result=task.ignore_result)
+            for task in tasks
+        ],
+        workers_checked_at=_timestamp(view.checked_at),
+    )

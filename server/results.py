@@ -1,8 +1,9 @@
 """Reads task states from Celery's Redis result backend and turns them into replies."""
 
 import json
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from celery import states
@@ -38,12 +39,15 @@ class TaskSnapshot:
     state_name: str
     result: Any = None
     traceback: str | None = None
+    extended: Mapping[str, Any] = field(default_factory=dict)
+    """The rest of Celery's meta: `date_done`, and with `result_extended` also
+    `name`, `worker` and `retries`."""
 
     @classmethod
     def decode(cls, payload: bytes | str) -> "TaskSnapshot":
         """Parse the JSON that a worker stored under `celery-task-meta-<id>`."""
         meta = json.loads(payload, object_hook=_unwrap_kombu_types)
-        return cls(meta["status"], meta.get("result"), meta.get("traceback"))
+        return cls(meta.pop("status"), meta.pop("result", None), meta.pop("traceback", None), meta)
 
     @property
     def state(self) -> "pb.TaskState.ValueType":
@@ -84,15 +88,58 @@ class TaskSnapshot:
 PENDING = TaskSnapshot(states.PENDING)
 
 
-class ResultReader:
-    """Reads the current snapshot of a task from Redis with one GET."""
+# Store REVOKED only where no worker has taken the task further: nothing stored yet
+# (still queued), or RETRY (waiting for its next attempt). Then publish, as Celery does.
+_MARK_REVOKED = """
+local current = redis.call('GET', KEYS[1])
+if current then
+  local ok, meta = pcall(cjson.decode, current)
+  if not ok or meta['status'] ~= 'RETRY' then return 0 end
+end
+if tonumber(ARGV[2]) > 0 then
+  redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+else
+  redis.call('SET', KEYS[1], ARGV[1])
+end
+redis.call('PUBLISH', KEYS[1], ARGV[1])
+return 1
+"""
 
-    def __init__(self, redis: Redis, key_for: Callable[[str], bytes]) -> None:
+
+class ResultStore:
+    """Reads task states from the result backend's Redis, and marks cancelled ones."""
+
+    def __init__(
+        self, redis: Redis, key_for: Callable[[str], bytes], result_expires: float | None
+    ) -> None:
         self._redis = redis
         self.key_for = key_for
+        self._expires = int(result_expires or 0)
+        self._mark_revoked = redis.register_script(_MARK_REVOKED)
 
     async def read(self, task_id: str) -> TaskSnapshot | None:
         """The stored snapshot, or None when Celery has stored nothing for the id."""
         with redis_unavailable("the result backend"):
             payload = await self._redis.get(self.key_for(task_id))
         return None if payload is None else TaskSnapshot.decode(payload)
+
+    async def mark_revoked(self, task_id: str, task: str) -> bool:
+        """Store REVOKED unless a worker already started the task; True when stored."""
+        meta: dict[str, Any] = {
+            "status": states.REVOKED,
+            "result": {
+                "exc_type": "TaskRevokedError",
+                "exc_message": ["revoked"],
+                "exc_module": "celery.exceptions",
+            },
+            "traceback": None,
+            "children": [],
+            "date_done": datetime.now(UTC).isoformat(),
+            "task_id": task_id,
+            "name": task,
+        }
+        with redis_unavailable("the result backend"):
+            stored = await self._mark_revoked(
+                keys=[self.key_for(task_id)], args=[json.dumps(meta), self._expires]
+            )
+        return bool(stored)

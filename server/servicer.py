@@ -1,23 +1,38 @@
 """`taskgate.v1.TaskService`: each RPC translates a request, calls the gateway, replies."""
 
+from collections.abc import AsyncIterator
 from typing import Any, TypeAlias
 
 import grpc
 
+from server import responses
+from server.batch import submit_batch
+from server.catalog import Catalog
 from server.gateway import Gateway
+from server.registry import WorkerRegistry
 from server.requests import parse_submit, parse_task_id
-from server.responses import result_response, status_response, wait_budget
 from taskgate.v1 import task_service_pb2 as pb
 from taskgate.v1 import task_service_pb2_grpc as pb_grpc
 
 Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
 
+# ListTasks waits this long for the workers' very first answer after start-up.
+_FIRST_VIEW_TIMEOUT = 3.0
+
 
 class TaskService(pb_grpc.TaskServiceServicer):
     """The gRPC face of the gateway; errors are mapped by `server.interceptors`."""
 
-    def __init__(self, gateway: Gateway, max_wait_seconds: float) -> None:
+    def __init__(
+        self,
+        gateway: Gateway,
+        catalog: Catalog,
+        registry: WorkerRegistry,
+        max_wait_seconds: float,
+    ) -> None:
         self._gateway = gateway
+        self._catalog = catalog
+        self._registry = registry
         self._max_wait = max_wait_seconds
 
     async def Submit(self, request: pb.SubmitRequest, context: Context) -> pb.SubmitResponse:
@@ -28,12 +43,45 @@ class TaskService(pb_grpc.TaskServiceServicer):
         self, request: pb.GetStatusRequest, context: Context
     ) -> pb.GetStatusResponse:
         task_id = parse_task_id(request.task_id)
-        return status_response(task_id, await self._gateway.status(task_id))
+        return responses.status_response(await self._gateway.status(task_id))
 
     async def GetResult(
         self, request: pb.GetResultRequest, context: Context
     ) -> pb.GetResultResponse:
         task_id = parse_task_id(request.task_id)
-        wait = wait_budget(request, context, self._max_wait)
-        snapshot = await self._gateway.result(task_id, wait)
-        return result_response(task_id, snapshot, propagate=request.propagate)
+        wait = request.wait if request.HasField("wait") else None
+        view = await self._gateway.result(
+            task_id, responses.wait_budget(wait, context, self._max_wait)
+        )
+        return responses.result_response(view, propagate=request.propagate)
+
+    async def Execute(self, request: pb.ExecuteRequest, context: Context) -> pb.ExecuteResponse:
+        submission = parse_submit(request.submit)
+        wait = request.wait if request.HasField("wait") else None
+        budget = responses.wait_budget(wait, context, self._max_wait)
+        task_id = await self._gateway.submit(submission)
+        view = await self._gateway.result(task_id, budget)
+        return responses.execute_response(view, propagate=request.propagate)
+
+    async def SubmitBatch(
+        self, request: pb.SubmitBatchRequest, context: Context
+    ) -> pb.SubmitBatchResponse:
+        return await submit_batch(request.requests, self._gateway.submit)
+
+    async def Cancel(self, request: pb.CancelRequest, context: Context) -> pb.CancelResponse:
+        task_id = parse_task_id(request.task_id)
+        outcome, view = await self._gateway.cancel(task_id, terminate=request.terminate)
+        return pb.CancelResponse(task_id=task_id, outcome=outcome, state=view.snapshot.state)
+
+    async def WatchStatus(
+        self, request: pb.WatchStatusRequest, context: Context
+    ) -> AsyncIterator[pb.WatchStatusResponse]:
+        task_id = parse_task_id(request.task_id)
+        async for view in self._gateway.watch(task_id):
+            yield pb.WatchStatusResponse(status=responses.status_response(view))
+
+    async def ListTasks(
+        self, request: pb.ListTasksRequest, context: Context
+    ) -> pb.ListTasksResponse:
+        view = await self._registry.view(first_wait=_FIRST_VIEW_TIMEOUT)
+        return responses.task_list_response(self._catalog, view)

@@ -23,6 +23,7 @@ logger = logging.getLogger(__name__)
 _REDIS_ERRORS = (RedisConnectionError, RedisTimeoutError, OSError)
 _POLL_SECONDS = 1.0  # how long one read waits before the loop checks in again
 _RETRY_SECONDS = 0.5  # pause between reconnection attempts while Redis is down
+_MAX_PENDING = 256  # states queued for one slow watcher before it must re-read
 
 
 def _confirmed() -> "asyncio.Future[None]":
@@ -32,23 +33,27 @@ def _confirmed() -> "asyncio.Future[None]":
 
 
 class Watch:
-    """What one waiting call sees: a wake-up, and the payload that came with it."""
+    """What one waiting call sees: wake-ups, with the payloads published since the last."""
 
     def __init__(self) -> None:
         self._changed = asyncio.Event()
-        self._payload: bytes | None = None
+        # None in here means "something may have been missed: read the state again".
+        self._payloads: deque[bytes | None] = deque(maxlen=_MAX_PENDING)
 
     def notify(self, payload: bytes | None) -> None:
-        """Wake the watcher; None means "something may have been missed, read again"."""
-        self._payload = payload
+        """Queue a published state (or None after a reconnect) and wake the watcher."""
+        if len(self._payloads) == self._payloads.maxlen:
+            self._payloads.append(None)  # the oldest falls out: make the reader re-read
+        self._payloads.append(payload)
         self._changed.set()
 
-    async def next_change(self) -> bytes | None:
-        """Wait for the next notification and return its payload."""
+    async def changes(self) -> list[bytes | None]:
+        """Wait for the next notification; return everything queued since the last call."""
         await self._changed.wait()
         self._changed.clear()
-        payload, self._payload = self._payload, None
-        return payload
+        payloads = list(self._payloads)
+        self._payloads.clear()
+        return payloads
 
 
 class ResultWatcher:

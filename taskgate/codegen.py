@@ -20,14 +20,18 @@ def proto_files() -> list[Path]:
 def generate(out_dir: Path) -> None:
     """Write `*_pb2.py`, `*_pb2_grpc.py` and their `.pyi` stubs below `out_dir`."""
     # Imported here: grpcio-tools is a development dependency only.
+    from google.rpc import status_pb2  # noqa: PLC0415
     from grpc_tools import protoc  # noqa: PLC0415
 
     plugin_dir = Path(sys.executable).parent
     well_known = Path(protoc.__file__).parent / "_proto"
+    # googleapis-common-protos ships google/rpc/*.proto beside its modules.
+    googleapis = Path(status_pb2.__file__).parent.parent.parent
     args = [
         "protoc",
         f"-I{PROTO_ROOT}",
         f"-I{well_known}",
+        f"-I{googleapis}",
         f"--plugin=protoc-gen-mypy={plugin_dir / 'protoc-gen-mypy'}",
         f"--plugin=protoc-gen-mypy_grpc={plugin_dir / 'protoc-gen-mypy_grpc'}",
         f"--python_out={out_dir}",

@@ -13,31 +13,21 @@ from taskgate.v1 import task_service_pb2_grpc as pb_grpc
 from tests.grpc_helpers import violated_fields
 
 
-class Failing(pb_grpc.TaskServiceServicer):
-    """Raises whatever the test put in `error`."""
-
-    def __init__(self, error: Exception) -> None:
-        self.error = error
-
-    async def GetStatus(  # noqa: N802
-        self, request: pb.GetStatusRequest, context: grpc.aio.ServicerContext[object, object]
-    ) -> pb.GetStatusResponse:
-        raise self.error
-
-    async def Submit(  # noqa: N802
-        self, request: pb.SubmitRequest, context: grpc.aio.ServicerContext[object, object]
-    ) -> pb.SubmitResponse:
-        raise self.error
-
-    async def GetResult(  # noqa: N802
-        self, request: pb.GetResultRequest, context: grpc.aio.ServicerContext[object, object]
-    ) -> pb.GetResultResponse:
-        raise self.error
-
-
 async def _call(error: Exception) -> grpc.aio.AioRpcError:
+    """Serve one method that raises `error`, call it, and return what the caller saw."""
+
+    async def failing(request: pb.GetStatusRequest, context: object) -> pb.GetStatusResponse:
+        raise error
+
+    handler = grpc.unary_unary_rpc_method_handler(
+        failing,
+        request_deserializer=pb.GetStatusRequest.FromString,
+        response_serializer=pb.GetStatusResponse.SerializeToString,
+    )
     server = grpc.aio.server(interceptors=[ErrorMappingInterceptor()])
-    pb_grpc.add_TaskServiceServicer_to_server(Failing(error), server)
+    server.add_generic_rpc_handlers(
+        [grpc.method_handlers_generic_handler("taskgate.v1.TaskService", {"GetStatus": handler})]
+    )
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
     try:

@@ -36,3 +36,30 @@ def progress(self: Task[..., int], steps: int, delay: float = 0.2) -> int:
         time.sleep(delay)
         self.update_state(state="PROGRESS", meta={"current": current, "total": steps})
     return steps
+
+
+@shared_task(name="tasks.retry", bind=True, max_retries=None)
+def retry(self: Task[..., int], times: int, countdown: float = 0.5) -> int:
+    """Retry `times` times, `countdown` seconds apart, then return how often it retried."""
+    if self.request.retries < times:
+        raise self.retry(countdown=countdown)
+    return int(self.request.retries)
+
+
+@shared_task(name="tasks.subtraction", ignore_result=True)
+def subtraction(x: Any, y: Any) -> Any:
+    """Return `x - y` and store no result: the tutorial's `ignore_result=True` example."""
+    return x - y
+
+
+@shared_task(name="tasks.echo_request", bind=True)
+def echo_request(self: Task[..., dict[str, Any]], *header_names: str) -> dict[str, Any]:
+    """Report how the task was delivered: queue, priority, eta and the named headers."""
+    delivery = self.request.delivery_info or {}
+    return {
+        "queue": delivery.get("routing_key"),
+        "priority": delivery.get("priority"),
+        "eta": self.request.eta,
+        "expires": self.request.expires,
+        "headers": {name: getattr(self.request, name, None) for name in header_names},
+    }

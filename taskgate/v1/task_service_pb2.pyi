@@ -10,6 +10,7 @@ from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.rpc import status_pb2 as _status_pb2
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -68,6 +69,42 @@ TASK_STATE_REVOKED: TaskState.ValueType  # 7
 TASK_STATE_CUSTOM: TaskState.ValueType  # 8
 """A state the task defined itself, such as PROGRESS; see `state_name`."""
 Global___TaskState: _TypeAlias = TaskState  # noqa: Y015
+
+class _CancelOutcome:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _CancelOutcomeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_CancelOutcome.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    CANCEL_OUTCOME_UNSPECIFIED: _CancelOutcome.ValueType  # 0
+    """Never sent; the zero value required by proto3."""
+    CANCEL_OUTCOME_REVOKED: _CancelOutcome.ValueType  # 1
+    """The task had not started: it is revoked and will not run."""
+    CANCEL_OUTCOME_TERMINATION_SIGNALLED: _CancelOutcome.ValueType  # 2
+    """The task was running: it is revoked, and its worker was told to stop it."""
+    CANCEL_OUTCOME_STILL_RUNNING: _CancelOutcome.ValueType  # 3
+    """The task was running and `terminate` was false: it is revoked, but it
+    goes on running until it finishes.
+    """
+    CANCEL_OUTCOME_ALREADY_FINISHED: _CancelOutcome.ValueType  # 4
+    """The task had already finished: nothing was done."""
+
+class CancelOutcome(_CancelOutcome, metaclass=_CancelOutcomeEnumTypeWrapper):
+    """CancelOutcome says what a Cancel did."""
+
+CANCEL_OUTCOME_UNSPECIFIED: CancelOutcome.ValueType  # 0
+"""Never sent; the zero value required by proto3."""
+CANCEL_OUTCOME_REVOKED: CancelOutcome.ValueType  # 1
+"""The task had not started: it is revoked and will not run."""
+CANCEL_OUTCOME_TERMINATION_SIGNALLED: CancelOutcome.ValueType  # 2
+"""The task was running: it is revoked, and its worker was told to stop it."""
+CANCEL_OUTCOME_STILL_RUNNING: CancelOutcome.ValueType  # 3
+"""The task was running and `terminate` was false: it is revoked, but it
+goes on running until it finishes.
+"""
+CANCEL_OUTCOME_ALREADY_FINISHED: CancelOutcome.ValueType  # 4
+"""The task had already finished: nothing was done."""
+Global___CancelOutcome: _TypeAlias = CancelOutcome  # noqa: Y015
 
 @_typing.final
 class SubmitRequest(_message.Message):
@@ -149,6 +186,7 @@ class SubmitOptions(_message.Message):
     EXPIRES_FIELD_NUMBER: _builtins.int
     PRIORITY_FIELD_NUMBER: _builtins.int
     HEADERS_FIELD_NUMBER: _builtins.int
+    RETRY_POLICY_FIELD_NUMBER: _builtins.int
     queue: _builtins.str
     """The queue to publish to. Empty means the configured `task_routes`, then
     Celery's default queue.
@@ -175,7 +213,15 @@ class SubmitOptions(_message.Message):
 
     @_builtins.property
     def headers(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
-        """Extra message headers, visible to the task as `self.request.<name>`."""
+        """Extra message headers, visible to the task as `self.request.<name>`.
+        Names Celery uses itself ("id", "task", "eta", ...) are refused.
+        """
+
+    @_builtins.property
+    def retry_policy(self) -> Global___PublishRetryPolicy:
+        """How to retry the publish when the broker connection fails. Unset means
+        the gateway's configured policy. Retries never run past the deadline.
+        """
 
     def __init__(
         self,
@@ -186,16 +232,59 @@ class SubmitOptions(_message.Message):
         expires: _timestamp_pb2.Timestamp | None = ...,
         priority: _builtins.int | None = ...,
         headers: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        retry_policy: Global___PublishRetryPolicy | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_priority", b"_priority", "countdown", b"countdown", "eta", b"eta", "expires", b"expires", "priority", b"priority"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_priority", b"_priority", "countdown", b"countdown", "eta", b"eta", "expires", b"expires", "priority", b"priority", "retry_policy", b"retry_policy"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_priority", b"_priority", "countdown", b"countdown", "eta", b"eta", "expires", b"expires", "headers", b"headers", "priority", b"priority", "queue", b"queue"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_priority", b"_priority", "countdown", b"countdown", "eta", b"eta", "expires", b"expires", "headers", b"headers", "priority", b"priority", "queue", b"queue", "retry_policy", b"retry_policy"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__priority: _TypeAlias = _typing.Literal["priority"]  # noqa: Y015
     _WhichOneofArgType__priority: _TypeAlias = _typing.Literal["_priority", b"_priority"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType__priority) -> _WhichOneofReturnType__priority | None: ...
 
 Global___SubmitOptions: _TypeAlias = SubmitOptions  # noqa: Y015
+
+@_typing.final
+class PublishRetryPolicy(_message.Message):
+    """PublishRetryPolicy mirrors Celery's `retry_policy` calling option."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MAX_RETRIES_FIELD_NUMBER: _builtins.int
+    INTERVAL_START_FIELD_NUMBER: _builtins.int
+    INTERVAL_STEP_FIELD_NUMBER: _builtins.int
+    INTERVAL_MAX_FIELD_NUMBER: _builtins.int
+    max_retries: _builtins.int
+    """How many times to retry before the call fails UNAVAILABLE; 0 means
+    publish once and never retry. At most 10.
+    """
+    @_builtins.property
+    def interval_start(self) -> _duration_pb2.Duration:
+        """The pause before the first retry."""
+
+    @_builtins.property
+    def interval_step(self) -> _duration_pb2.Duration:
+        """How much longer each later pause is than the one before it."""
+
+    @_builtins.property
+    def interval_max(self) -> _duration_pb2.Duration:
+        """The longest pause between two retries."""
+
+    def __init__(
+        self,
+        *,
+        max_retries: _builtins.int = ...,
+        interval_start: _duration_pb2.Duration | None = ...,
+        interval_step: _duration_pb2.Duration | None = ...,
+        interval_max: _duration_pb2.Duration | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["interval_max", b"interval_max", "interval_start", b"interval_start", "interval_step", b"interval_step"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["interval_max", b"interval_max", "interval_start", b"interval_start", "interval_step", b"interval_step", "max_retries", b"max_retries"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PublishRetryPolicy: _TypeAlias = PublishRetryPolicy  # noqa: Y015
 
 @_typing.final
 class SubmitResponse(_message.Message):
@@ -251,6 +340,11 @@ class GetStatusResponse(_message.Message):
     STATE_FIELD_NUMBER: _builtins.int
     STATE_NAME_FIELD_NUMBER: _builtins.int
     META_JSON_FIELD_NUMBER: _builtins.int
+    TASK_FIELD_NUMBER: _builtins.int
+    SUBMITTED_AT_FIELD_NUMBER: _builtins.int
+    DATE_DONE_FIELD_NUMBER: _builtins.int
+    RETRIES_FIELD_NUMBER: _builtins.int
+    WORKER_FIELD_NUMBER: _builtins.int
     task_id: _builtins.str
     """The task's id, as requested."""
     state: Global___TaskState.ValueType
@@ -261,6 +355,20 @@ class GetStatusResponse(_message.Message):
     """The meta a task stored with a custom state, as a JSON object, for
     example "{\\"current\\": 3, \\"total\\": 10}". Empty for built-in states.
     """
+    task: _builtins.str
+    """The task's name, for example "tasks.add"."""
+    retries: _builtins.int
+    """How many times the task has been retried so far."""
+    worker: _builtins.str
+    """The worker that ran or runs the task ("celery@host"), when known."""
+    @_builtins.property
+    def submitted_at(self) -> _timestamp_pb2.Timestamp:
+        """When the gateway accepted the task; unset if another client sent it."""
+
+    @_builtins.property
+    def date_done(self) -> _timestamp_pb2.Timestamp:
+        """When the task finished; unset until then."""
+
     def __init__(
         self,
         *,
@@ -268,10 +376,15 @@ class GetStatusResponse(_message.Message):
         state: Global___TaskState.ValueType = ...,
         state_name: _builtins.str = ...,
         meta_json: _builtins.str = ...,
+        task: _builtins.str = ...,
+        submitted_at: _timestamp_pb2.Timestamp | None = ...,
+        date_done: _timestamp_pb2.Timestamp | None = ...,
+        retries: _builtins.int = ...,
+        worker: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["date_done", b"date_done", "submitted_at", b"submitted_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["meta_json", b"meta_json", "state", b"state", "state_name", b"state_name", "task_id", b"task_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["date_done", b"date_done", "meta_json", b"meta_json", "retries", b"retries", "state", b"state", "state_name", b"state_name", "submitted_at", b"submitted_at", "task", b"task", "task_id", b"task_id", "worker", b"worker"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -386,3 +499,347 @@ class TaskError(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___TaskError: _TypeAlias = TaskError  # noqa: Y015
+
+@_typing.final
+class ExecuteRequest(_message.Message):
+    """ExecuteRequest submits a task and waits for it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SUBMIT_FIELD_NUMBER: _builtins.int
+    WAIT_FIELD_NUMBER: _builtins.int
+    PROPAGATE_FIELD_NUMBER: _builtins.int
+    propagate: _builtins.bool
+    """As in GetResult: a failed or revoked task fails the call."""
+    @_builtins.property
+    def submit(self) -> Global___SubmitRequest:
+        """The task to run, exactly as Submit takes it."""
+
+    @_builtins.property
+    def wait(self) -> _duration_pb2.Duration:
+        """How long to wait for the result, as in GetResult."""
+
+    def __init__(
+        self,
+        *,
+        submit: Global___SubmitRequest | None = ...,
+        wait: _duration_pb2.Duration | None = ...,
+        propagate: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["submit", b"submit", "wait", b"wait"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["propagate", b"propagate", "submit", b"submit", "wait", b"wait"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ExecuteRequest: _TypeAlias = ExecuteRequest  # noqa: Y015
+
+@_typing.final
+class ExecuteResponse(_message.Message):
+    """ExecuteResponse has the shape of GetResultResponse."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TASK_ID_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    READY_FIELD_NUMBER: _builtins.int
+    RESULT_JSON_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
+    task_id: _builtins.str
+    """The new task's id; use it with GetResult when `ready` is false."""
+    state: Global___TaskState.ValueType
+    """The state when the call returned."""
+    ready: _builtins.bool
+    """True when the task has finished (SUCCESS, FAILURE or REVOKED)."""
+    result_json: _builtins.str
+    """The task's return value as JSON text."""
+    @_builtins.property
+    def error(self) -> Global___TaskError:
+        """Why the task failed or was revoked."""
+
+    def __init__(
+        self,
+        *,
+        task_id: _builtins.str = ...,
+        state: Global___TaskState.ValueType = ...,
+        ready: _builtins.bool = ...,
+        result_json: _builtins.str = ...,
+        error: Global___TaskError | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "outcome", b"outcome", "result_json", b"result_json"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "outcome", b"outcome", "ready", b"ready", "result_json", b"result_json", "state", b"state", "task_id", b"task_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_outcome: _TypeAlias = _typing.Literal["result_json", "error"]  # noqa: Y015
+    _WhichOneofArgType_outcome: _TypeAlias = _typing.Literal["outcome", b"outcome"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_outcome) -> _WhichOneofReturnType_outcome | None: ...
+
+Global___ExecuteResponse: _TypeAlias = ExecuteResponse  # noqa: Y015
+
+@_typing.final
+class SubmitBatchRequest(_message.Message):
+    """SubmitBatchRequest holds many submissions."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUESTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def requests(self) -> _containers.RepeatedCompositeFieldContainer[Global___SubmitRequest]:
+        """The submissions, each exactly as Submit takes it; at most 1000."""
+
+    def __init__(
+        self,
+        *,
+        requests: _abc.Iterable[Global___SubmitRequest] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["requests", b"requests"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SubmitBatchRequest: _TypeAlias = SubmitBatchRequest  # noqa: Y015
+
+@_typing.final
+class SubmitBatchResponse(_message.Message):
+    """SubmitBatchResponse holds one outcome per submission, in request order."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESULTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def results(self) -> _containers.RepeatedCompositeFieldContainer[Global___SubmitBatchResult]:
+        """The outcomes, `results[i]` for `requests[i]`."""
+
+    def __init__(
+        self,
+        *,
+        results: _abc.Iterable[Global___SubmitBatchResult] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["results", b"results"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SubmitBatchResponse: _TypeAlias = SubmitBatchResponse  # noqa: Y015
+
+@_typing.final
+class SubmitBatchResult(_message.Message):
+    """SubmitBatchResult is the outcome of one submission in a batch."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TASK_ID_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
+    task_id: _builtins.str
+    """The new task's id: the task was queued."""
+    @_builtins.property
+    def error(self) -> _status_pb2.Status:
+        """Why this submission was refused, with the code and details Submit
+        would have answered (for example INVALID_ARGUMENT with a BadRequest
+        whose field paths start with "requests[i].").
+        """
+
+    def __init__(
+        self,
+        *,
+        task_id: _builtins.str = ...,
+        error: _status_pb2.Status | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "outcome", b"outcome", "task_id", b"task_id"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "outcome", b"outcome", "task_id", b"task_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_outcome: _TypeAlias = _typing.Literal["task_id", "error"]  # noqa: Y015
+    _WhichOneofArgType_outcome: _TypeAlias = _typing.Literal["outcome", b"outcome"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_outcome) -> _WhichOneofReturnType_outcome | None: ...
+
+Global___SubmitBatchResult: _TypeAlias = SubmitBatchResult  # noqa: Y015
+
+@_typing.final
+class CancelRequest(_message.Message):
+    """CancelRequest names the task to cancel."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TASK_ID_FIELD_NUMBER: _builtins.int
+    TERMINATE_FIELD_NUMBER: _builtins.int
+    task_id: _builtins.str
+    """The id returned by Submit."""
+    terminate: _builtins.bool
+    """Also stop the task if it is running (Celery's `terminate=True`; the
+    worker process running it receives SIGTERM).
+    """
+    def __init__(
+        self,
+        *,
+        task_id: _builtins.str = ...,
+        terminate: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["task_id", b"task_id", "terminate", b"terminate"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CancelRequest: _TypeAlias = CancelRequest  # noqa: Y015
+
+@_typing.final
+class CancelResponse(_message.Message):
+    """CancelResponse says what happened."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TASK_ID_FIELD_NUMBER: _builtins.int
+    OUTCOME_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    task_id: _builtins.str
+    """The task's id, as requested."""
+    outcome: Global___CancelOutcome.ValueType
+    """What the cancel did."""
+    state: Global___TaskState.ValueType
+    """The task's state after the cancel."""
+    def __init__(
+        self,
+        *,
+        task_id: _builtins.str = ...,
+        outcome: Global___CancelOutcome.ValueType = ...,
+        state: Global___TaskState.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["outcome", b"outcome", "state", b"state", "task_id", b"task_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CancelResponse: _TypeAlias = CancelResponse  # noqa: Y015
+
+@_typing.final
+class WatchStatusRequest(_message.Message):
+    """WatchStatusRequest names the task to watch."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TASK_ID_FIELD_NUMBER: _builtins.int
+    task_id: _builtins.str
+    """The id returned by Submit."""
+    def __init__(
+        self,
+        *,
+        task_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["task_id", b"task_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WatchStatusRequest: _TypeAlias = WatchStatusRequest  # noqa: Y015
+
+@_typing.final
+class WatchStatusResponse(_message.Message):
+    """WatchStatusResponse is one state of the watched task."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STATUS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def status(self) -> Global___GetStatusResponse:
+        """The state, exactly as GetStatus reports it."""
+
+    def __init__(
+        self,
+        *,
+        status: Global___GetStatusResponse | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["status", b"status"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["status", b"status"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WatchStatusResponse: _TypeAlias = WatchStatusResponse  # noqa: Y015
+
+@_typing.final
+class ListTasksRequest(_message.Message):
+    """ListTasksRequest asks for the submittable tasks. It has no fields yet."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListTasksRequest: _TypeAlias = ListTasksRequest  # noqa: Y015
+
+@_typing.final
+class ListTasksResponse(_message.Message):
+    """ListTasksResponse lists the submittable tasks."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TASKS_FIELD_NUMBER: _builtins.int
+    WORKERS_CHECKED_AT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def tasks(self) -> _containers.RepeatedCompositeFieldContainer[Global___TaskInfo]:
+        """The tasks, sorted by name."""
+
+    @_builtins.property
+    def workers_checked_at(self) -> _timestamp_pb2.Timestamp:
+        """When the workers were last asked what they serve."""
+
+    def __init__(
+        self,
+        *,
+        tasks: _abc.Iterable[Global___TaskInfo] | None = ...,
+        workers_checked_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["workers_checked_at", b"workers_checked_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["tasks", b"tasks", "workers_checked_at", b"workers_checked_at"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListTasksResponse: _TypeAlias = ListTasksResponse  # noqa: Y015
+
+@_typing.final
+class TaskInfo(_message.Message):
+    """TaskInfo describes one submittable task."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    WORKERS_FIELD_NUMBER: _builtins.int
+    IGNORE_RESULT_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """The task's registered name."""
+    ignore_result: _builtins.bool
+    """True when the task is declared `ignore_result=True`: it stores no
+    result, so GetResult and WatchStatus answer FAILED_PRECONDITION.
+    """
+    @_builtins.property
+    def workers(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The live workers that serve it; empty means none does right now, and a
+        submission waits in the queue until one does.
+        """
+
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        workers: _abc.Iterable[_builtins.str] | None = ...,
+        ignore_result: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ignore_result", b"ignore_result", "name", b"name", "workers", b"workers"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TaskInfo: _TypeAlias = TaskInfo  # noqa: Y015

@@ -58,6 +58,31 @@ class TaskServiceStub:
                 request_serializer=taskgate_dot_v1_dot_task__service__pb2.GetResultRequest.SerializeToString,
                 response_deserializer=taskgate_dot_v1_dot_task__service__pb2.GetResultResponse.FromString,
                 _registered_method=True)
+        self.Execute = channel.unary_unary(
+                '/taskgate.v1.TaskService/Execute',
+                request_serializer=taskgate_dot_v1_dot_task__service__pb2.ExecuteRequest.SerializeToString,
+                response_deserializer=taskgate_dot_v1_dot_task__service__pb2.ExecuteResponse.FromString,
+                _registered_method=True)
+        self.SubmitBatch = channel.unary_unary(
+                '/taskgate.v1.TaskService/SubmitBatch',
+                request_serializer=taskgate_dot_v1_dot_task__service__pb2.SubmitBatchRequest.SerializeToString,
+                response_deserializer=taskgate_dot_v1_dot_task__service__pb2.SubmitBatchResponse.FromString,
+                _registered_method=True)
+        self.Cancel = channel.unary_unary(
+                '/taskgate.v1.TaskService/Cancel',
+                request_serializer=taskgate_dot_v1_dot_task__service__pb2.CancelRequest.SerializeToString,
+                response_deserializer=taskgate_dot_v1_dot_task__service__pb2.CancelResponse.FromString,
+                _registered_method=True)
+        self.WatchStatus = channel.unary_stream(
+                '/taskgate.v1.TaskService/WatchStatus',
+                request_serializer=taskgate_dot_v1_dot_task__service__pb2.WatchStatusRequest.SerializeToString,
+                response_deserializer=taskgate_dot_v1_dot_task__service__pb2.WatchStatusResponse.FromString,
+                _registered_method=True)
+        self.ListTasks = channel.unary_unary(
+                '/taskgate.v1.TaskService/ListTasks',
+                request_serializer=taskgate_dot_v1_dot_task__service__pb2.ListTasksRequest.SerializeToString,
+                response_deserializer=taskgate_dot_v1_dot_task__service__pb2.ListTasksResponse.FromString,
+                _registered_method=True)
 
 
 class TaskServiceServicer:
@@ -110,6 +135,66 @@ class TaskServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Execute(self, request, context):
+        """Execute submits a task and waits for its result in one call.
+
+        For callers that want a result now but the work done on workers. When
+        the wait runs out, the response has `ready` false and the task id, so the
+        caller can go on with GetResult. Status codes: those of Submit, then
+        those of GetResult (FAILED_PRECONDITION with `propagate`).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SubmitBatch(self, request, context):
+        """SubmitBatch submits many tasks in one call.
+
+        Each item gets its own outcome, a task id or an error status; one bad
+        item never fails the others. Status codes for the call as a whole:
+        INVALID_ARGUMENT (no items, or more than the batch limit),
+        DEADLINE_EXCEEDED, INTERNAL.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Cancel(self, request, context):
+        """Cancel revokes a task; with `terminate`, it also stops a running one.
+
+        The response says what actually happened. Status codes:
+        INVALID_ARGUMENT, NOT_FOUND, UNAVAILABLE, DEADLINE_EXCEEDED, INTERNAL.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WatchStatus(self, request, context):
+        """WatchStatus streams a task's state changes until it finishes.
+
+        The first message is the current state; then one message per change,
+        each PROGRESS update included; the stream ends after a final state
+        (SUCCESS, FAILURE or REVOKED). Status codes: INVALID_ARGUMENT,
+        NOT_FOUND, FAILED_PRECONDITION (the task stores no result),
+        UNAVAILABLE, DEADLINE_EXCEEDED, INTERNAL.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListTasks(self, request, context):
+        """ListTasks lists the tasks a caller may submit.
+
+        The gateway's catalog joined with what live workers report as
+        registered, so a caller can also see a task that no worker serves. The
+        worker view is cached and refreshed in the background. Status codes:
+        UNAVAILABLE (no worker view could be had yet), DEADLINE_EXCEEDED,
+        INTERNAL.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_TaskServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -127,6 +212,31 @@ def add_TaskServiceServicer_to_server(servicer, server):
                     servicer.GetResult,
                     request_deserializer=taskgate_dot_v1_dot_task__service__pb2.GetResultRequest.FromString,
                     response_serializer=taskgate_dot_v1_dot_task__service__pb2.GetResultResponse.SerializeToString,
+            ),
+            'Execute': grpc.unary_unary_rpc_method_handler(
+                    servicer.Execute,
+                    request_deserializer=taskgate_dot_v1_dot_task__service__pb2.ExecuteRequest.FromString,
+                    response_serializer=taskgate_dot_v1_dot_task__service__pb2.ExecuteResponse.SerializeToString,
+            ),
+            'SubmitBatch': grpc.unary_unary_rpc_method_handler(
+                    servicer.SubmitBatch,
+                    request_deserializer=taskgate_dot_v1_dot_task__service__pb2.SubmitBatchRequest.FromString,
+                    response_serializer=taskgate_dot_v1_dot_task__service__pb2.SubmitBatchResponse.SerializeToString,
+            ),
+            'Cancel': grpc.unary_unary_rpc_method_handler(
+                    servicer.Cancel,
+                    request_deserializer=taskgate_dot_v1_dot_task__service__pb2.CancelRequest.FromString,
+                    response_serializer=taskgate_dot_v1_dot_task__service__pb2.CancelResponse.SerializeToString,
+            ),
+            'WatchStatus': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchStatus,
+                    request_deserializer=taskgate_dot_v1_dot_task__service__pb2.WatchStatusRequest.FromString,
+                    response_serializer=taskgate_dot_v1_dot_task__service__pb2.WatchStatusResponse.SerializeToString,
+            ),
+            'ListTasks': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListTasks,
+                    request_deserializer=taskgate_dot_v1_dot_task__service__pb2.ListTasksRequest.FromString,
+                    response_serializer=taskgate_dot_v1_dot_task__service__pb2.ListTasksResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -219,6 +329,141 @@ class TaskService:
             '/taskgate.v1.TaskService/GetResult',
             taskgate_dot_v1_dot_task__service__pb2.GetResultRequest.SerializeToString,
             taskgate_dot_v1_dot_task__service__pb2.GetResultResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Execute(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/taskgate.v1.TaskService/Execute',
+            taskgate_dot_v1_dot_task__service__pb2.ExecuteRequest.SerializeToString,
+            taskgate_dot_v1_dot_task__service__pb2.ExecuteResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SubmitBatch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/taskgate.v1.TaskService/SubmitBatch',
+            taskgate_dot_v1_dot_task__service__pb2.SubmitBatchRequest.SerializeToString,
+            taskgate_dot_v1_dot_task__service__pb2.SubmitBatchResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Cancel(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/taskgate.v1.TaskService/Cancel',
+            taskgate_dot_v1_dot_task__service__pb2.CancelRequest.SerializeToString,
+            taskgate_dot_v1_dot_task__service__pb2.CancelResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchStatus(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/taskgate.v1.TaskService/WatchStatus',
+            taskgate_dot_v1_dot_task__service__pb2.WatchStatusRequest.SerializeToString,
+            taskgate_dot_v1_dot_task__service__pb2.WatchStatusResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListTasks(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/taskgate.v1.TaskService/ListTasks',
+            taskgate_dot_v1_dot_task__service__pb2.ListTasksRequest.SerializeToString,
+            taskgate_dot_v1_dot_task__service__pb2.ListTasksResponse.FromString,
             options,
             channel_credentials,
             insecure,

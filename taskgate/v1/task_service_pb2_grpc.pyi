@@ -68,6 +68,46 @@ class TaskServiceStub:
     TASK_REVOKED and the TaskError), UNAVAILABLE, DEADLINE_EXCEEDED,
     INTERNAL.
     """
+    Execute: _grpc.UnaryUnaryMultiCallable[_task_service_pb2.ExecuteRequest, _task_service_pb2.ExecuteResponse]
+    """Execute submits a task and waits for its result in one call.
+
+    For callers that want a result now but the work done on workers. When
+    the wait runs out, the response has `ready` false and the task id, so the
+    caller can go on with GetResult. Status codes: those of Submit, then
+    those of GetResult (FAILED_PRECONDITION with `propagate`).
+    """
+    SubmitBatch: _grpc.UnaryUnaryMultiCallable[_task_service_pb2.SubmitBatchRequest, _task_service_pb2.SubmitBatchResponse]
+    """SubmitBatch submits many tasks in one call.
+
+    Each item gets its own outcome, a task id or an error status; one bad
+    item never fails the others. Status codes for the call as a whole:
+    INVALID_ARGUMENT (no items, or more than the batch limit),
+    DEADLINE_EXCEEDED, INTERNAL.
+    """
+    Cancel: _grpc.UnaryUnaryMultiCallable[_task_service_pb2.CancelRequest, _task_service_pb2.CancelResponse]
+    """Cancel revokes a task; with `terminate`, it also stops a running one.
+
+    The response says what actually happened. Status codes:
+    INVALID_ARGUMENT, NOT_FOUND, UNAVAILABLE, DEADLINE_EXCEEDED, INTERNAL.
+    """
+    WatchStatus: _grpc.UnaryStreamMultiCallable[_task_service_pb2.WatchStatusRequest, _task_service_pb2.WatchStatusResponse]
+    """WatchStatus streams a task's state changes until it finishes.
+
+    The first message is the current state; then one message per change,
+    each PROGRESS update included; the stream ends after a final state
+    (SUCCESS, FAILURE or REVOKED). Status codes: INVALID_ARGUMENT,
+    NOT_FOUND, FAILED_PRECONDITION (the task stores no result),
+    UNAVAILABLE, DEADLINE_EXCEEDED, INTERNAL.
+    """
+    ListTasks: _grpc.UnaryUnaryMultiCallable[_task_service_pb2.ListTasksRequest, _task_service_pb2.ListTasksResponse]
+    """ListTasks lists the tasks a caller may submit.
+
+    The gateway's catalog joined with what live workers report as
+    registered, so a caller can also see a task that no worker serves. The
+    worker view is cached and refreshed in the background. Status codes:
+    UNAVAILABLE (no worker view could be had yet), DEADLINE_EXCEEDED,
+    INTERNAL.
+    """
 
 @_typing.type_check_only
 class TaskServiceAsyncStub(TaskServiceStub):
@@ -107,6 +147,46 @@ class TaskServiceAsyncStub(TaskServiceStub):
     NOT_FOUND, FAILED_PRECONDITION (with `propagate`, the task failed or was
     revoked; the status carries an ErrorInfo with reason TASK_FAILED or
     TASK_REVOKED and the TaskError), UNAVAILABLE, DEADLINE_EXCEEDED,
+    INTERNAL.
+    """
+    Execute: _aio.UnaryUnaryMultiCallable[_task_service_pb2.ExecuteRequest, _task_service_pb2.ExecuteResponse]  # type: ignore[assignment]
+    """Execute submits a task and waits for its result in one call.
+
+    For callers that want a result now but the work done on workers. When
+    the wait runs out, the response has `ready` false and the task id, so the
+    caller can go on with GetResult. Status codes: those of Submit, then
+    those of GetResult (FAILED_PRECONDITION with `propagate`).
+    """
+    SubmitBatch: _aio.UnaryUnaryMultiCallable[_task_service_pb2.SubmitBatchRequest, _task_service_pb2.SubmitBatchResponse]  # type: ignore[assignment]
+    """SubmitBatch submits many tasks in one call.
+
+    Each item gets its own outcome, a task id or an error status; one bad
+    item never fails the others. Status codes for the call as a whole:
+    INVALID_ARGUMENT (no items, or more than the batch limit),
+    DEADLINE_EXCEEDED, INTERNAL.
+    """
+    Cancel: _aio.UnaryUnaryMultiCallable[_task_service_pb2.CancelRequest, _task_service_pb2.CancelResponse]  # type: ignore[assignment]
+    """Cancel revokes a task; with `terminate`, it also stops a running one.
+
+    The response says what actually happened. Status codes:
+    INVALID_ARGUMENT, NOT_FOUND, UNAVAILABLE, DEADLINE_EXCEEDED, INTERNAL.
+    """
+    WatchStatus: _aio.UnaryStreamMultiCallable[_task_service_pb2.WatchStatusRequest, _task_service_pb2.WatchStatusResponse]  # type: ignore[assignment]
+    """WatchStatus streams a task's state changes until it finishes.
+
+    The first message is the current state; then one message per change,
+    each PROGRESS update included; the stream ends after a final state
+    (SUCCESS, FAILURE or REVOKED). Status codes: INVALID_ARGUMENT,
+    NOT_FOUND, FAILED_PRECONDITION (the task stores no result),
+    UNAVAILABLE, DEADLINE_EXCEEDED, INTERNAL.
+    """
+    ListTasks: _aio.UnaryUnaryMultiCallable[_task_service_pb2.ListTasksRequest, _task_service_pb2.ListTasksResponse]  # type: ignore[assignment]
+    """ListTasks lists the tasks a caller may submit.
+
+    The gateway's catalog joined with what live workers report as
+    registered, so a caller can also see a task that no worker serves. The
+    worker view is cached and refreshed in the background. Status codes:
+    UNAVAILABLE (no worker view could be had yet), DEADLINE_EXCEEDED,
     INTERNAL.
     """
 
@@ -163,6 +243,76 @@ class TaskServiceServicer(metaclass=_abc_1.ABCMeta):
         NOT_FOUND, FAILED_PRECONDITION (with `propagate`, the task failed or was
         revoked; the status carries an ErrorInfo with reason TASK_FAILED or
         TASK_REVOKED and the TaskError), UNAVAILABLE, DEADLINE_EXCEEDED,
+        INTERNAL.
+        """
+
+    @_abc_1.abstractmethod
+    def Execute(
+        self,
+        request: _task_service_pb2.ExecuteRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_task_service_pb2.ExecuteResponse, _abc.Awaitable[_task_service_pb2.ExecuteResponse]]:
+        """Execute submits a task and waits for its result in one call.
+
+        For callers that want a result now but the work done on workers. When
+        the wait runs out, the response has `ready` false and the task id, so the
+        caller can go on with GetResult. Status codes: those of Submit, then
+        those of GetResult (FAILED_PRECONDITION with `propagate`).
+        """
+
+    @_abc_1.abstractmethod
+    def SubmitBatch(
+        self,
+        request: _task_service_pb2.SubmitBatchRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_task_service_pb2.SubmitBatchResponse, _abc.Awaitable[_task_service_pb2.SubmitBatchResponse]]:
+        """SubmitBatch submits many tasks in one call.
+
+        Each item gets its own outcome, a task id or an error status; one bad
+        item never fails the others. Status codes for the call as a whole:
+        INVALID_ARGUMENT (no items, or more than the batch limit),
+        DEADLINE_EXCEEDED, INTERNAL.
+        """
+
+    @_abc_1.abstractmethod
+    def Cancel(
+        self,
+        request: _task_service_pb2.CancelRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_task_service_pb2.CancelResponse, _abc.Awaitable[_task_service_pb2.CancelResponse]]:
+        """Cancel revokes a task; with `terminate`, it also stops a running one.
+
+        The response says what actually happened. Status codes:
+        INVALID_ARGUMENT, NOT_FOUND, UNAVAILABLE, DEADLINE_EXCEEDED, INTERNAL.
+        """
+
+    @_abc_1.abstractmethod
+    def WatchStatus(
+        self,
+        request: _task_service_pb2.WatchStatusRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_task_service_pb2.WatchStatusResponse], _abc.AsyncIterator[_task_service_pb2.WatchStatusResponse]]:
+        """WatchStatus streams a task's state changes until it finishes.
+
+        The first message is the current state; then one message per change,
+        each PROGRESS update included; the stream ends after a final state
+        (SUCCESS, FAILURE or REVOKED). Status codes: INVALID_ARGUMENT,
+        NOT_FOUND, FAILED_PRECONDITION (the task stores no result),
+        UNAVAILABLE, DEADLINE_EXCEEDED, INTERNAL.
+        """
+
+    @_abc_1.abstractmethod
+    def ListTasks(
+        self,
+        request: _task_service_pb2.ListTasksRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_task_service_pb2.ListTasksResponse, _abc.Awaitable[_task_service_pb2.ListTasksResponse]]:
+        """ListTasks lists the tasks a caller may submit.
+
+        The gateway's catalog joined with what live workers report as
+        registered, so a caller can also see a task that no worker serves. The
+        worker view is cached and refreshed in the background. Status codes:
+        UNAVAILABLE (no worker view could be had yet), DEADLINE_EXCEEDED,
         INTERNAL.
         """
 

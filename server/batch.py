@@ -1,0 +1,36 @@
+"""SubmitBatch: many submissions, each with its own outcome; one bad item fails no other."""
+
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
+
+from server.errors import GatewayError, InvalidArgument
+from server.requests import Submission, parse_submit
+from taskgate.v1 import task_service_pb2 as pb
+
+MAX_BATCH = 1000
+
+
+async def _submit_one(
+    index: int, request: pb.SubmitRequest, submit: Callable[[Submission], Awaitable[str]]
+) -> pb.SubmitBatchResult:
+    try:
+        return pb.SubmitBatchResult(task_id=await submit(parse_submit(request)))
+    except InvalidArgument as exc:
+        located = InvalidArgument(f"requests[{index}].{exc.field}", exc.description)
+        return pb.SubmitBatchResult(error=located.to_status())
+    except GatewayError as exc:
+        return pb.SubmitBatchResult(error=exc.to_status())
+
+
+async def submit_batch(
+    requests: Sequence[pb.SubmitRequest], submit: Callable[[Submission], Awaitable[str]]
+) -> pb.SubmitBatchResponse:
+    """Submit each request concurrently; results come back in request order."""
+    if not requests:
+        raise InvalidArgument("requests", "must hold at least one submission")
+    if len(requests) > MAX_BATCH:
+        raise InvalidArgument("requests", f"holds {len(requests)} submissions; at most {MAX_BATCH}")
+    results = await asyncio.gather(
+        *(_submit_one(index, request, submit) for index, request in enumerate(requests))
+    )
+    return pb.SubmitBatchResponse(results=results)

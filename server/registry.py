@@ -1,0 +1,103 @@
+"""Which tasks live workers serve: asked in the background, never once per call."""
+
+import asyncio
+import contextlib
+import logging
+import re
+import time
+from dataclasses import dataclass, field
+
+from server.dispatch import Dispatcher
+from server.errors import GatewayError, Unavailable
+
+logger = logging.getLogger(__name__)
+
+_ENTRY = re.compile(r"(?P<name>\S+)(?: \[(?P<info>.*)\])?")
+
+
+@dataclass(frozen=True)
+class RegisteredTask:
+    """A task name, the workers serving it, and whether it stores results."""
+
+    name: str
+    workers: tuple[str, ...] = ()
+    ignore_result: bool = False
+
+
+@dataclass(frozen=True)
+class WorkerView:
+    """What the workers said the last time they were asked."""
+
+    tasks: dict[str, RegisteredTask] = field(default_factory=dict)
+    checked_at: float = 0.0
+
+
+def parse_registered(replies: dict[str, list[str]], checked_at: float) -> WorkerView:
+    """Join `inspect().registered("ignore_result")` replies into one view by task name."""
+    workers: dict[str, list[str]] = {}
+    ignored: set[str] = set()
+    for worker, entries in sorted(replies.items()):
+        for entry in entries:
+            match = _ENTRY.fullmatch(entry)
+            if match is None:
+                continue
+            name = match["name"]
+            workers.setdefault(name, []).append(worker)
+            if "ignore_result=True" in (match["info"] or ""):
+                ignored.add(name)
+    tasks = {
+        name: RegisteredTask(name, tuple(served_by), name in ignored)
+        for name, served_by in workers.items()
+    }
+    return WorkerView(tasks, checked_at)
+
+
+class WorkerRegistry:
+    """Keeps a fresh WorkerView, refreshed every `interval` seconds in the background."""
+
+    def __init__(self, dispatcher: Dispatcher, interval: float, reply_timeout: float = 1.0) -> None:
+        self._dispatcher = dispatcher
+        self._interval = interval
+        self._reply_timeout = reply_timeout
+        self._view: WorkerView | None = None
+        self._first = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        """Begin refreshing in the background."""
+        self._task = asyncio.create_task(self._refresh_forever(), name="worker-registry")
+
+    async def view(self, first_wait: float) -> WorkerView:
+        """The latest view; waits up to `first_wait` seconds for the very first one."""
+        if self._view is None:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(first_wait):
+                    await self._first.wait()
+        if self._view is None:
+            raise Unavailable("the workers have not answered yet; try again shortly")
+        return self._view
+
+    def known(self) -> WorkerView | None:
+        """The latest view without waiting, or None before the first answer."""
+        return self._view
+
+    async def refresh(self) -> None:
+        """Ask the workers now."""
+        replies = await self._dispatcher.registered(self._reply_timeout)
+        self._view = parse_registered(replies, time.time())
+        self._first.set()
+
+    async def _refresh_forever(self) -> None:
+        while True:
+            try:
+                await self.refresh()
+            except GatewayError as exc:
+                logger.warning("could not ask the workers what they serve: %s", exc)
+            await asyncio.sleep(self._interval)
+
+    async def close(self) -> None:
+        """Stop refreshing."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
