@@ -66,6 +66,11 @@ class Dispatcher:
         # Pub/sub reports channels as bytes; watches are keyed the same way.
         return key.encode() if isinstance(key, str) else key
 
+    def has_queue(self, name: str) -> bool:
+        """True when Celery may publish to `name`: configured, or created on demand."""
+        conf = self._app.conf
+        return bool(conf.task_create_missing_queues) or name in self._app.amqp.queues
+
     async def _run(self, call: Callable[[], T], what: str) -> T:
         try:
             return await asyncio.get_running_loop().run_in_executor(self._executor, call)

@@ -12,7 +12,7 @@ from celery import states
 
 from server.catalog import Catalog
 from server.dispatch import Dispatcher
-from server.errors import NotFound, ResultIgnored
+from server.errors import InvalidArgument, NotFound, ResultIgnored
 from server.records import DispatchRecord, DispatchRecords
 from server.registry import WorkerRegistry
 from server.requests import Submission
@@ -63,6 +63,11 @@ class Gateway:
     async def submit(self, submission: Submission) -> str:
         """Queue the task and return its new id; OK means the broker has it."""
         self._catalog.check(submission.task)
+        queue = submission.options.get("queue")
+        if queue is not None and not self._dispatcher.has_queue(queue):
+            raise InvalidArgument(
+                "options.queue", f"no queue named {queue!r} is configured (task_queues)"
+            )
         task_id = str(uuid.uuid4())
         record = DispatchRecord(submission.task, time.time(), submission.idempotency_key)
         # The record goes first: a fast worker's result must never meet a NOT_FOUND.

@@ -57,12 +57,27 @@ def parse_task_id(text: str) -> str:
         raise InvalidArgument("task_id", "must be a task id returned by Submit (a UUID)") from None
 
 
-def _parse_options(options: pb.SubmitOptions, now: datetime) -> dict[str, Any]:
+MAX_PUBLISH_RETRIES = 10
+
+
+def _parse_retry_policy(policy: pb.PublishRetryPolicy) -> dict[str, Any]:
+    if policy.max_retries > MAX_PUBLISH_RETRIES:
+        raise InvalidArgument(
+            "options.retry_policy.max_retries", f"must be at most {MAX_PUBLISH_RETRIES}"
+        )
+    intervals = {}
+    for name in ("interval_start", "interval_step", "interval_max"):
+        seconds = getattr(policy, name).ToTimedelta().total_seconds()
+        if seconds < 0:
+            raise InvalidArgument(f"options.retry_policy.{name}", "must not be negative")
+        intervals[name] = seconds
+    if policy.max_retries == 0:
+        return {"retry": False}
+    return {"retry": True, "retry_policy": {"max_retries": policy.max_retries, **intervals}}
+
+
+def _parse_timing(options: pb.SubmitOptions, now: datetime) -> dict[str, Any]:
     parsed: dict[str, Any] = {}
-    if options.queue:
-        if len(options.queue) > MAX_NAME_BYTES or not _QUEUE_NAME.fullmatch(options.queue):
-            raise InvalidArgument("options.queue", "must be letters, digits, '_', '-', ':', '.'")
-        parsed["queue"] = options.queue
     if options.HasField("countdown") and options.HasField("eta"):
         raise InvalidArgument("options.eta", "cannot be set together with options.countdown")
     if options.HasField("countdown"):
@@ -77,10 +92,21 @@ def _parse_options(options: pb.SubmitOptions, now: datetime) -> dict[str, Any]:
         if expires <= now:
             raise InvalidArgument("options.expires", "must be in the future")
         parsed["expires"] = expires
+    return parsed
+
+
+def _parse_options(options: pb.SubmitOptions, now: datetime) -> dict[str, Any]:
+    parsed = _parse_timing(options, now)
+    if options.queue:
+        if len(options.queue) > MAX_NAME_BYTES or not _QUEUE_NAME.fullmatch(options.queue):
+            raise InvalidArgument("options.queue", "must be letters, digits, '_', '-', ':', '.'")
+        parsed["queue"] = options.queue
     if options.HasField("priority"):
         if not 0 <= options.priority <= 255:
             raise InvalidArgument("options.priority", "must be between 0 and 255")
         parsed["priority"] = options.priority
+    if options.HasField("retry_policy"):
+        parsed.update(_parse_retry_policy(options.retry_policy))
     if options.headers:
         clash = sorted(RESERVED_HEADERS.intersection(options.headers))
         if clash:

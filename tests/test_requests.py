@@ -84,3 +84,45 @@ def test_task_ids_are_canonical_uuids() -> None:
 
 def test_results_encode_as_compact_json_without_escaping_text() -> None:
     assert dumps({"a": [1, 2.5, None], "b": "é"}) == '{"a":[1,2.5,null],"b":"é"}'
+
+
+def test_retry_policy_maps_to_celery_retry_options() -> None:
+    policy = pb.PublishRetryPolicy(
+        max_retries=2, interval_start=Duration(nanos=100_000_000), interval_max=Duration(seconds=1)
+    )
+    options = parse_submit(
+        pb.SubmitRequest(task="t", options=pb.SubmitOptions(retry_policy=policy)), NOW
+    ).options
+    assert options == {
+        "retry": True,
+        "retry_policy": {
+            "max_retries": 2,
+            "interval_start": 0.1,
+            "interval_step": 0.0,
+            "interval_max": 1.0,
+        },
+    }
+
+
+def test_zero_retries_means_publish_once() -> None:
+    options = pb.SubmitOptions(retry_policy=pb.PublishRetryPolicy(max_retries=0))
+    assert parse_submit(pb.SubmitRequest(task="t", options=options), NOW).options == {
+        "retry": False
+    }
+
+
+@pytest.mark.parametrize(
+    ("policy", "field"),
+    [
+        (pb.PublishRetryPolicy(max_retries=11), "options.retry_policy.max_retries"),
+        (
+            pb.PublishRetryPolicy(max_retries=1, interval_step=Duration(seconds=-1)),
+            "options.retry_policy.interval_step",
+        ),
+    ],
+)
+def test_unreasonable_retry_policies_are_refused(policy: pb.PublishRetryPolicy, field: str) -> None:
+    options = pb.SubmitOptions(retry_policy=policy)
+    with pytest.raises(InvalidArgument) as caught:
+        parse_submit(pb.SubmitRequest(task="t", options=options), NOW)
+    assert caught.value.field == field
