@@ -69,9 +69,11 @@ class Gateway:
                 "options.queue", f"no queue named {queue!r} is configured (task_queues)"
             )
         task_id = str(uuid.uuid4())
-        record = DispatchRecord(submission.task, time.time(), submission.idempotency_key)
+        record = DispatchRecord(
+            submission.task, time.time(), submission.idempotency_key, _start_delay(submission)
+        )
         # The record goes first: a fast worker's result must never meet a NOT_FOUND.
-        await self._records.put(task_id, record, delay=_start_delay(submission))
+        await self._records.put(task_id, record)
         await self._dispatcher.publish(task_id, submission)
         return task_id
 
@@ -84,6 +86,8 @@ class Gateway:
             raise NotFound(f"no task with id {task_id} (never submitted, or expired)")
         if snapshot is None:
             assert record is not None
+            if self._records.result_expired(record, time.time()):
+                raise NotFound(f"task {task_id} ({record.task}) finished and its result expired")
             self._refuse_ignored(task_id, record.task)
         return TaskView(task_id, snapshot or PENDING, record)
 

@@ -23,6 +23,13 @@ class DispatchRecord:
     task: str
     submitted_at: float
     idempotency_key: str = ""
+    delay: float = 0.0
+    """Seconds from submission until the task may start (countdown or eta)."""
+
+    @property
+    def earliest_start(self) -> float:
+        """The Unix time before which no worker starts the task."""
+        return self.submitted_at + max(self.delay, 0.0)
 
 
 def as_seconds(value: float | timedelta | None) -> float | None:
@@ -32,30 +39,42 @@ def as_seconds(value: float | timedelta | None) -> float | None:
     return value or None
 
 
-def ttl_seconds(result_expires: float | None, delay: float) -> int | None:
-    """Keep a record as long as the task's result could be kept, counting any delay."""
-    if not result_expires:
-        return None  # results never expire, so neither do records
-    return int(result_expires + max(delay, 0.0)) + 1
-
-
 class DispatchRecords:
-    """Reads and writes dispatch records in the result backend's Redis."""
+    """Reads and writes dispatch records in the result backend's Redis.
+
+    A record outlives the result it stands for: it is kept for twice
+    `result_expires` after the earliest start, so that "expired" can be told
+    from "never existed" for as long again.
+    """
 
     def __init__(self, redis: Redis, result_expires: float | None) -> None:
         self._redis = redis
         self._result_expires = result_expires
 
-    async def put(self, task_id: str, record: DispatchRecord, delay: float) -> None:
+    def result_expired(self, record: DispatchRecord, now: float) -> bool:
+        """True when any result the task stored would have expired by `now`.
+
+        Every state a worker stores lives `result_expires` seconds, and none is stored
+        before the earliest start; so with nothing stored, the task is either still
+        queued or, past this point, done and expired. The second is assumed: a queue
+        backlog longer than `result_expires` (a day by default) is an outage.
+        """
+        expires = self._result_expires
+        return expires is not None and now > record.earliest_start + expires
+
+    def _ttl(self, record: DispatchRecord) -> int | None:
+        if self._result_expires is None:
+            return None  # results never expire, so neither do records
+        return int(max(record.delay, 0.0) + 2 * self._result_expires) + 1
+
+    async def put(self, task_id: str, record: DispatchRecord) -> None:
         """Store the record before the task is published, so no reader misses it."""
         value = json.dumps(record.__dict__)
         with redis_unavailable("the result backend"):
-            await self._redis.set(
-                _PREFIX + task_id, value, ex=ttl_seconds(self._result_expires, delay)
-            )
+            await self._redis.set(_PREFIX + task_id, value, ex=self._ttl(record))
 
     async def get(self, task_id: str) -> DispatchRecord | None:
-        """The record for `task_id`, or None when there is none (never, or expired)."""
+        """The record for `task_id`, or None when there is none (never, or long expired)."""
         with redis_unavailable("the result backend"):
             raw = await self._redis.get(_PREFIX + task_id)
         return None if raw is None else DispatchRecord(**json.loads(raw))
