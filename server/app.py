@@ -14,14 +14,17 @@ from server.catalog import Catalog
 from server.config import GatewaySettings
 from server.dispatch import Dispatcher, create_gateway_app
 from server.gateway import Gateway
+from server.idempotency import IdempotencyKeys
 from server.interceptors import ErrorMappingInterceptor
 from server.records import DispatchRecords, as_seconds
 from server.registry import WorkerRegistry
 from server.results import ResultStore
 from server.servicer import TaskService
+from server.submitter import Submitter
 from server.watcher import ResultWatcher
 from taskgate.v1 import task_service_pb2 as pb
 from taskgate.v1 import task_service_pb2_grpc as pb_grpc
+from worker.factory import ConfigurationError
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +53,18 @@ class RunningGateway:
         await asyncio.to_thread(self.dispatcher.close)
 
 
+def idempotency_retention(settings: GatewaySettings, result_expires: float | None) -> float:
+    """How long idempotency keys live: never shorter than results are kept."""
+    default = result_expires or 86400.0
+    retention = settings.idempotency_retention_seconds or default
+    if retention < default:
+        raise ConfigurationError(
+            f"TASKGATE_IDEMPOTENCY_RETENTION={retention:g}s is shorter than result_expires "
+            f"({default:g}s): a retried Submit could run a task twice while its result is kept"
+        )
+    return retention
+
+
 async def start(settings: GatewaySettings) -> RunningGateway:
     """Build everything and start serving on `settings.listen`."""
     celery_app = create_gateway_app(settings.celery)
@@ -64,16 +79,28 @@ async def start(settings: GatewaySettings) -> RunningGateway:
     registry = WorkerRegistry(dispatcher, settings.workers_refresh_seconds)
     catalog = Catalog(settings.task_patterns)
     result_expires = as_seconds(celery_app.conf.result_expires)
-    gateway = Gateway(
+    records = DispatchRecords(redis, result_expires)
+    submitter = Submitter(
         catalog=catalog,
         dispatcher=dispatcher,
-        records=DispatchRecords(redis, result_expires),
+        records=records,
+        keys=IdempotencyKeys(redis, idempotency_retention(settings, result_expires)),
+    )
+    gateway = Gateway(
+        dispatcher=dispatcher,
+        records=records,
         store=ResultStore(redis, dispatcher.result_key, result_expires),
         watcher=watcher,
         registry=registry,
     )
     server = grpc.aio.server(interceptors=[ErrorMappingInterceptor()])
-    servicer = TaskService(gateway, catalog, registry, settings.max_wait_seconds)
+    servicer = TaskService(
+        gateway=gateway,
+        submitter=submitter,
+        catalog=catalog,
+        registry=registry,
+        max_wait_seconds=settings.max_wait_seconds,
+    )
     pb_grpc.add_TaskServiceServicer_to_server(servicer, server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

@@ -5,16 +5,18 @@ from collections.abc import Awaitable, Callable, Sequence
 
 from server.errors import GatewayError, InvalidArgument
 from server.requests import Submission, parse_submit
+from server.submitter import Submitted
 from taskgate.v1 import task_service_pb2 as pb
 
 MAX_BATCH = 1000
 
 
 async def _submit_one(
-    index: int, request: pb.SubmitRequest, submit: Callable[[Submission], Awaitable[str]]
+    index: int, request: pb.SubmitRequest, submit: Callable[[Submission], Awaitable[Submitted]]
 ) -> pb.SubmitBatchResult:
     try:
-        return pb.SubmitBatchResult(task_id=await submit(parse_submit(request)))
+        submitted = await submit(parse_submit(request))
+        return pb.SubmitBatchResult(task_id=submitted.task_id)
     except InvalidArgument as exc:
         located = InvalidArgument(f"requests[{index}].{exc.field}", exc.description)
         return pb.SubmitBatchResult(error=located.to_status())
@@ -23,7 +25,7 @@ async def _submit_one(
 
 
 async def submit_batch(
-    requests: Sequence[pb.SubmitRequest], submit: Callable[[Submission], Awaitable[str]]
+    requests: Sequence[pb.SubmitRequest], submit: Callable[[Submission], Awaitable[Submitted]]
 ) -> pb.SubmitBatchResponse:
     """Submit each request concurrently; results come back in request order."""
     if not requests:

@@ -52,6 +52,11 @@ class GatewaySettings:
     workers_refresh_seconds: float = 30.0
     """`TASKGATE_WORKERS_REFRESH`: how often to ask workers which tasks they serve."""
 
+    idempotency_retention_seconds: float | None = None
+    """`TASKGATE_IDEMPOTENCY_RETENTION`: how long an idempotency key is remembered, in
+    seconds; unset means as long as results are kept (`result_expires`), and it may
+    not be shorter than that."""
+
     grace_seconds: float = 10.0
     """`TASKGATE_GRACE`: how long calls in flight may finish after SIGTERM."""
 
@@ -68,5 +73,10 @@ class GatewaySettings:
             max_wait_seconds=_float(env, "TASKGATE_MAX_WAIT", 300.0),
             publish_threads=int(threads),
             workers_refresh_seconds=_float(env, "TASKGATE_WORKERS_REFRESH", 30.0),
+            idempotency_retention_seconds=(
+                _float(env, "TASKGATE_IDEMPOTENCY_RETENTION", 0.0)
+                if env.get("TASKGATE_IDEMPOTENCY_RETENTION")
+                else None
+            ),
             grace_seconds=_float(env, "TASKGATE_GRACE", 10.0),
         )

@@ -61,6 +61,24 @@ class NotFound(GatewayError):
     code = code_pb2.NOT_FOUND
 
 
+class IdempotencyKeyReused(GatewayError):
+    """The idempotency key belongs to a different request; its task id is in the details."""
+
+    code = code_pb2.ALREADY_EXISTS
+
+    def __init__(self, key: str, task_id: str) -> None:
+        super().__init__(
+            f"idempotency key {key!r} was already used for a different request (task {task_id})"
+        )
+        self.task_id = task_id
+
+    def details(self) -> list[Message]:
+        info = error_details_pb2.ErrorInfo(
+            reason="IDEMPOTENCY_KEY_REUSED", domain=ERROR_DOMAIN, metadata={"task_id": self.task_id}
+        )
+        return [info]
+
+
 class Unavailable(GatewayError):
     """The broker or the result backend cannot be reached; retrying later may work."""
 

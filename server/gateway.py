@@ -1,21 +1,17 @@
-"""What the gateway does, free of gRPC: submit, read, wait, watch and cancel tasks."""
+"""What the gateway does with tasks already submitted, free of gRPC: read, wait, watch, cancel."""
 
 import asyncio
 import time
-import uuid
 from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from dataclasses import dataclass
-from datetime import UTC, datetime
 
 from celery import states
 
-from server.catalog import Catalog
 from server.dispatch import Dispatcher
-from server.errors import InvalidArgument, NotFound, ResultIgnored
+from server.errors import NotFound, ResultIgnored
 from server.records import DispatchRecord, DispatchRecords
 from server.registry import WorkerRegistry
-from server.requests import Submission
 from server.results import PENDING, ResultStore, TaskSnapshot
 from server.watcher import ResultWatcher
 from taskgate.v1 import task_service_pb2 as pb
@@ -30,52 +26,23 @@ class TaskView:
     record: DispatchRecord | None
 
 
-def _start_delay(submission: Submission) -> float:
-    """Seconds until the task may start, from `countdown` or `eta`."""
-    if "countdown" in submission.options:
-        return float(submission.options["countdown"])
-    if "eta" in submission.options:
-        eta: datetime = submission.options["eta"]
-        return (eta - datetime.now(UTC)).total_seconds()
-    return 0.0
-
-
 class Gateway:
-    """Dispatches tasks to Celery and reports on them."""
+    """Reports on dispatched tasks and cancels them."""
 
     def __init__(
         self,
         *,
-        catalog: Catalog,
         dispatcher: Dispatcher,
         records: DispatchRecords,
         store: ResultStore,
         watcher: ResultWatcher,
         registry: WorkerRegistry,
     ) -> None:
-        self._catalog = catalog
         self._dispatcher = dispatcher
         self._records = records
         self._store = store
         self._watcher = watcher
         self._registry = registry
-
-    async def submit(self, submission: Submission) -> str:
-        """Queue the task and return its new id; OK means the broker has it."""
-        self._catalog.check(submission.task)
-        queue = submission.options.get("queue")
-        if queue is not None and not self._dispatcher.has_queue(queue):
-            raise InvalidArgument(
-                "options.queue", f"no queue named {queue!r} is configured (task_queues)"
-            )
-        task_id = str(uuid.uuid4())
-        record = DispatchRecord(
-            submission.task, time.time(), submission.idempotency_key, _start_delay(submission)
-        )
-        # The record goes first: a fast worker's result must never meet a NOT_FOUND.
-        await self._records.put(task_id, record)
-        await self._dispatcher.publish(task_id, submission)
-        return task_id
 
     async def status(self, task_id: str) -> TaskView:
         """The task's current state; NotFound for an id this gateway never dispatched."""

@@ -122,5 +122,11 @@ def parse_submit(request: pb.SubmitRequest, now: datetime | None = None) -> Subm
         args=codec.parse_args(request.args_json),
         kwargs=codec.parse_kwargs(request.kwargs_json),
         options=_parse_options(request.options, now or datetime.now(UTC)),
-        idempotency_key=request.idempotency_key,
+        idempotency_key=_parse_idempotency_key(request.idempotency_key),
     )
+
+
+def _parse_idempotency_key(key: str) -> str:
+    if len(key.encode()) > MAX_NAME_BYTES:
+        raise InvalidArgument("idempotency_key", f"must be at most {MAX_NAME_BYTES} bytes")
+    return key

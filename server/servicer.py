@@ -11,6 +11,7 @@ from server.catalog import Catalog
 from server.gateway import Gateway
 from server.registry import WorkerRegistry
 from server.requests import parse_submit, parse_task_id
+from server.submitter import Submitter
 from taskgate.v1 import task_service_pb2 as pb
 from taskgate.v1 import task_service_pb2_grpc as pb_grpc
 
@@ -25,19 +26,22 @@ class TaskService(pb_grpc.TaskServiceServicer):
 
     def __init__(
         self,
+        *,
         gateway: Gateway,
+        submitter: Submitter,
         catalog: Catalog,
         registry: WorkerRegistry,
         max_wait_seconds: float,
     ) -> None:
         self._gateway = gateway
+        self._submitter = submitter
         self._catalog = catalog
         self._registry = registry
         self._max_wait = max_wait_seconds
 
     async def Submit(self, request: pb.SubmitRequest, context: Context) -> pb.SubmitResponse:
-        task_id = await self._gateway.submit(parse_submit(request))
-        return pb.SubmitResponse(task_id=task_id)
+        submitted = await self._submitter.submit(parse_submit(request))
+        return pb.SubmitResponse(task_id=submitted.task_id, deduplicated=submitted.deduplicated)
 
     async def GetStatus(
         self, request: pb.GetStatusRequest, context: Context
@@ -59,14 +63,14 @@ class TaskService(pb_grpc.TaskServiceServicer):
         submission = parse_submit(request.submit)
         wait = request.wait if request.HasField("wait") else None
         budget = responses.wait_budget(wait, context, self._max_wait)
-        task_id = await self._gateway.submit(submission)
-        view = await self._gateway.result(task_id, budget)
+        submitted = await self._submitter.submit(submission)
+        view = await self._gateway.result(submitted.task_id, budget)
         return responses.execute_response(view, propagate=request.propagate)
 
     async def SubmitBatch(
         self, request: pb.SubmitBatchRequest, context: Context
     ) -> pb.SubmitBatchResponse:
-        return await submit_batch(request.requests, self._gateway.submit)
+        return await submit_batch(request.requests, self._submitter.submit)
 
     async def Cancel(self, request: pb.CancelRequest, context: Context) -> pb.CancelResponse:
         task_id = parse_task_id(request.task_id)

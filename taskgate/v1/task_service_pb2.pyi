@@ -130,8 +130,11 @@ class SubmitRequest(_message.Message):
     "{\\"x\\": 2}". Empty means "{}".
     """
     idempotency_key: _builtins.str
-    """A caller-chosen key that makes retried submissions safe. Reserved for
-    deduplication; the gateway records it with the task today.
+    """A caller-chosen key that makes retried submissions safe: the same key
+    with the same request within the retention window returns the first
+    submission's task id and queues nothing new; the same key with a
+    different request is ALREADY_EXISTS. At most 255 bytes; empty means no
+    deduplication.
     """
     @_builtins.property
     def options(self) -> Global___SubmitOptions:
@@ -293,16 +296,22 @@ class SubmitResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     TASK_ID_FIELD_NUMBER: _builtins.int
+    DEDUPLICATED_FIELD_NUMBER: _builtins.int
     task_id: _builtins.str
     """The id the gateway chose for the task, a UUID in its text form."""
+    deduplicated: _builtins.bool
+    """True when `idempotency_key` matched an earlier submission: `task_id` is
+    that submission's, and nothing new was queued.
+    """
     def __init__(
         self,
         *,
         task_id: _builtins.str = ...,
+        deduplicated: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["task_id", b"task_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["deduplicated", b"deduplicated", "task_id", b"task_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

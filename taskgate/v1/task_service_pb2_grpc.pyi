@@ -48,6 +48,8 @@ class TaskServiceStub:
     OK means the broker accepted the message. Status codes:
     INVALID_ARGUMENT (a malformed field, named in a BadRequest detail),
     NOT_FOUND (the task name is not in the gateway's catalog),
+    ALREADY_EXISTS (the idempotency key was used for a different request;
+    an ErrorInfo with reason IDEMPOTENCY_KEY_REUSED names its task id),
     UNAVAILABLE (the broker or result backend cannot be reached),
     DEADLINE_EXCEEDED, INTERNAL.
     """
@@ -129,6 +131,8 @@ class TaskServiceAsyncStub(TaskServiceStub):
     OK means the broker accepted the message. Status codes:
     INVALID_ARGUMENT (a malformed field, named in a BadRequest detail),
     NOT_FOUND (the task name is not in the gateway's catalog),
+    ALREADY_EXISTS (the idempotency key was used for a different request;
+    an ErrorInfo with reason IDEMPOTENCY_KEY_REUSED names its task id),
     UNAVAILABLE (the broker or result backend cannot be reached),
     DEADLINE_EXCEEDED, INTERNAL.
     """
@@ -213,6 +217,8 @@ class TaskServiceServicer(metaclass=_abc_1.ABCMeta):
         OK means the broker accepted the message. Status codes:
         INVALID_ARGUMENT (a malformed field, named in a BadRequest detail),
         NOT_FOUND (the task name is not in the gateway's catalog),
+        ALREADY_EXISTS (the idempotency key was used for a different request;
+        an ErrorInfo with reason IDEMPOTENCY_KEY_REUSED names its task id),
         UNAVAILABLE (the broker or result backend cannot be reached),
         DEADLINE_EXCEEDED, INTERNAL.
         """

@@ -1,0 +1,109 @@
+"""Submit: check a submission, record it, publish it, and deduplicate by idempotency key."""
+
+import asyncio
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from server.catalog import Catalog
+from server.dispatch import Dispatcher
+from server.errors import IdempotencyKeyReused, InvalidArgument, Unavailable
+from server.idempotency import Claim, IdempotencyKeys, fingerprint
+from server.records import DispatchRecord, DispatchRecords
+from server.requests import Submission
+
+# How often a call re-reads a key that another call is publishing right now.
+_CLAIM_POLL_SECONDS = 0.05
+# A claim still unpublished after this long belongs to a call that died: longer
+# than the slowest publish (connect timeouts times the bounded retries).
+STALE_CLAIM_SECONDS = 30.0
+
+
+@dataclass(frozen=True)
+class Submitted:
+    """The outcome of a Submit."""
+
+    task_id: str
+    deduplicated: bool = False
+
+
+def _start_delay(submission: Submission) -> float:
+    """Seconds until the task may start, from `countdown` or `eta`."""
+    if "countdown" in submission.options:
+        return float(submission.options["countdown"])
+    if "eta" in submission.options:
+        eta: datetime = submission.options["eta"]
+        return (eta - datetime.now(UTC)).total_seconds()
+    return 0.0
+
+
+class Submitter:
+    """Turns validated submissions into published Celery tasks."""
+
+    def __init__(
+        self,
+        *,
+        catalog: Catalog,
+        dispatcher: Dispatcher,
+        records: DispatchRecords,
+        keys: IdempotencyKeys,
+        stale_after: float = STALE_CLAIM_SECONDS,
+    ) -> None:
+        self._catalog = catalog
+        self._dispatcher = dispatcher
+        self._records = records
+        self._keys = keys
+        self._stale_after = stale_after
+
+    async def submit(self, submission: Submission) -> Submitted:
+        """Queue the task, or find the one its idempotency key already queued."""
+        self._catalog.check(submission.task)
+        queue = submission.options.get("queue")
+        if queue is not None and not self._dispatcher.has_queue(queue):
+            raise InvalidArgument(
+                "options.queue", f"no queue named {queue!r} is configured (task_queues)"
+            )
+        if not submission.idempotency_key:
+            task_id = str(uuid.uuid4())
+            await self._dispatch(task_id, submission)
+            return Submitted(task_id)
+        return await self._submit_once(submission, submission.idempotency_key)
+
+    async def _dispatch(self, task_id: str, submission: Submission) -> None:
+        record = DispatchRecord(
+            submission.task, time.time(), submission.idempotency_key, _start_delay(submission)
+        )
+        # The record goes first: a fast worker's result must never meet a NOT_FOUND.
+        await self._records.put(task_id, record)
+        await self._dispatcher.publish(task_id, submission)
+
+    async def _submit_once(self, submission: Submission, key: str) -> Submitted:
+        digest = fingerprint(submission)
+        while True:
+            mine = Claim(str(uuid.uuid4()), digest, time.time())
+            existing = await self._keys.claim(key, mine)
+            if existing is None:
+                return await self._publish_claimed(key, mine, submission, deduplicated=False)
+            if existing.fingerprint != digest:
+                raise IdempotencyKeyReused(key, existing.task_id)
+            if existing.published:
+                return Submitted(existing.task_id, deduplicated=True)
+            if time.time() - existing.claimed_at > self._stale_after:
+                # Its gateway died between claim and publish: publish under the same id.
+                taken = Claim(existing.task_id, digest, time.time())
+                if await self._keys.swap(key, existing, taken):
+                    return await self._publish_claimed(key, taken, submission, deduplicated=True)
+            await asyncio.sleep(_CLAIM_POLL_SECONDS)  # another call is publishing it now
+
+    async def _publish_claimed(
+        self, key: str, claim: Claim, submission: Submission, *, deduplicated: bool
+    ) -> Submitted:
+        try:
+            await self._dispatch(claim.task_id, submission)
+        except Unavailable:
+            # Nothing reached the broker: free the key so that a retry can publish.
+            await self._keys.swap(key, claim, None)
+            raise
+        await self._keys.mark_published(key, claim)
+        return Submitted(claim.task_id, deduplicated)
