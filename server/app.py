@@ -24,7 +24,7 @@ from server.submitter import Submitter
 from server.watcher import ResultWatcher
 from taskgate.v1 import task_service_pb2 as pb
 from taskgate.v1 import task_service_pb2_grpc as pb_grpc
-from worker.factory import ConfigurationError
+from worker.factory import ConfigurationError, describe
 
 logger = logging.getLogger(__name__)
 
@@ -68,6 +68,7 @@ def idempotency_retention(settings: GatewaySettings, result_expires: float | Non
 async def start(settings: GatewaySettings) -> RunningGateway:
     """Build everything and start serving on `settings.listen`."""
     celery_app = create_gateway_app(settings.celery)
+    logger.info("settings in force: %s", describe(celery_app))
     redis = Redis.from_url(
         str(celery_app.conf.result_backend),
         socket_timeout=float(celery_app.conf.redis_socket_timeout or 5.0),
@@ -118,6 +119,7 @@ async def start(settings: GatewaySettings) -> RunningGateway:
 async def serve(settings: GatewaySettings) -> None:
     """Run until SIGTERM or SIGINT, then shut down gracefully."""
     running = await start(settings)
+    logger.info("task catalog: %s (celery.* never)", ", ".join(settings.task_patterns))
     host = settings.listen.rpartition(":")[0]
     logger.info("taskgate listening on %s:%d", host, running.port)
     stop = asyncio.Event()

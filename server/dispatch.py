@@ -42,6 +42,12 @@ def create_gateway_app(settings: CelerySettings) -> Celery:
     """The shared Celery app, configured for publishing only (no task code loaded)."""
     app = create_app(settings, load_tasks=False)
     scheme = str(app.conf.result_backend).partition("://")[0]
+    if scheme == "rpc":
+        raise ConfigurationError(
+            "result backend 'rpc://' cannot serve a gateway: it sends each result back to "
+            "the one client that sent the task, so no other gateway replica (and no gateway "
+            "after a restart) could ever read it; use a redis:// result backend"
+        )
     if scheme not in _REDIS_SCHEMES:
         raise ConfigurationError(
             f"result backend {scheme!r} is not supported: the gateway reads states "

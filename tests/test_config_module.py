@@ -103,7 +103,7 @@ def test_rate_limit_annotation_spaces_the_runs(configured: pb_grpc.TaskServiceSt
     [
         ('task_serializer = "pickle"', "JSON only"),
         ('accept_content = ["json", "pickle"]', "JSON only"),
-        ('result_backend = "rpc://"', "not supported"),
+        ('result_backend = "rpc://"', "cannot serve a gateway"),
     ],
 )
 def test_the_gateway_refuses_unsafe_configuration_at_start(

@@ -8,7 +8,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from scripts.stack import Gateway
+from scripts.stack import Gateway, ManagedProcess
 
 
 def test_health_reports_serving(channel: grpc.Channel) -> None:
@@ -32,3 +32,13 @@ def test_sigterm_stops_the_gateway_cleanly(stack_env: dict[str, str], tmp_path: 
     assert gateway.popen.wait(timeout=15) == 0
     assert "stopping" in gateway.log_text()
     gateway.stop()
+
+
+def test_both_sides_log_the_delivery_settings_in_force(
+    gateway: Gateway, worker: ManagedProcess
+) -> None:
+    for process in (gateway, worker):
+        log = process.log_text()
+        assert "settings in force" in log
+        assert "task_acks_late=True" in log
+        assert "accept_content=['json']" in log

@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from celery import Celery
+from kombu.utils.url import maybe_sanitize_url
 
 from worker.config import DEFAULT_REDIS_URL, EXAMPLE_TASK_MODULE, CelerySettings
 
@@ -33,6 +34,8 @@ SAFE_DEFAULTS: Mapping[str, Any] = {
     "broker_connection_timeout": 4.0,
     "broker_connection_retry_on_startup": True,
     "broker_transport_options": {
+        # RabbitMQ: OK from the broker means it has the message (publisher confirms).
+        "confirm_publish": True,
         "socket_timeout": 5.0,
         "socket_connect_timeout": 4.0,
         # Longer than any task should run: an unacknowledged message is redelivered after it.
@@ -97,6 +100,31 @@ def refuse_unsafe_serializers(config: Mapping[str, Any]) -> None:
                 f"{name}={value!r} admits {unsafe}: taskgate accepts JSON only, because "
                 "pickle and similar formats run code when a message is loaded"
             )
+
+
+_REPORTED = (
+    "task_serializer",
+    "accept_content",
+    "task_acks_late",
+    "task_reject_on_worker_lost",
+    "worker_prefetch_multiplier",
+    "task_track_started",
+    "result_expires",
+    "broker_transport_options",
+    "task_publish_retry_policy",
+)
+
+
+def describe(app: Celery) -> str:
+    """The delivery settings in force, one `name=value` each, URLs without passwords."""
+    conf = app.conf
+    urls = {
+        "broker_url": maybe_sanitize_url(conf.broker_url),
+        "result_backend": maybe_sanitize_url(conf.result_backend),
+    }
+    values = [f"{name}={value}" for name, value in urls.items()]
+    values += [f"{name}={conf.get(name)!r}" for name in _REPORTED]
+    return ", ".join(values)
 
 
 def create_app(settings: CelerySettings, *, load_tasks: bool = True) -> Celery:

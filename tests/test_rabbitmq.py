@@ -1,0 +1,138 @@
+"""RabbitMQ as the broker (the first-steps article's choice), Redis as the result backend.
+
+Each test session gets a private vhost on the machine's RabbitMQ (127.0.0.1:5672,
+guest/guest), made and removed with rabbitmqctl.
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import grpc
+import pytest
+from google.protobuf.duration_pb2 import Duration
+
+from scripts.stack import REPO_ROOT, Gateway, ManagedProcess, RedisServer, celery_env, start_worker
+from taskgate.v1 import task_service_pb2 as pb
+from taskgate.v1 import task_service_pb2_grpc as pb_grpc
+from tests.grpc_helpers import call_error
+
+
+def _rabbitmqctl(*args: str) -> None:
+    subprocess.run(["rabbitmqctl", *args], check=True, capture_output=True, timeout=60)
+
+
+@pytest.fixture(scope="module")
+def vhost() -> Iterator[str]:
+    """A private vhost; without RabbitMQ the tests skip, except in CI where they fail."""
+    if shutil.which("rabbitmqctl") is None:
+        if os.environ.get("CI"):
+            pytest.fail("RabbitMQ (rabbitmqctl) is required in CI")
+        pytest.skip("RabbitMQ is not installed here")
+    name = f"taskgate-test-{uuid.uuid4().hex[:8]}"
+    _rabbitmqctl("add_vhost", name)
+    _rabbitmqctl("set_permissions", "-p", name, "guest", ".*", ".*", ".*")
+    yield name
+    _rabbitmqctl("delete_vhost", name)
+
+
+@dataclass
+class RabbitStack:
+    """A worker and a gateway on RabbitMQ, with their shared environment."""
+
+    env: dict[str, str]
+    stub: pb_grpc.TaskServiceStub
+
+
+@pytest.fixture(scope="module")
+def rabbit(
+    vhost: str, redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[RabbitStack]:
+    log_dir = tmp_path_factory.mktemp("rabbitmq")
+    env = celery_env(
+        f"pyamqp://guest:guest@127.0.0.1:5672/{vhost}",
+        f"redis://127.0.0.1:{redis_server.port}/2",
+        TASKGATE_TASK_MODULES="worker.tasks,tests.support_tasks",
+        TASKGATE_TASKS="tasks.*,tests.*",
+        PYTHONPATH=str(REPO_ROOT),
+    )
+    processes: list[ManagedProcess] = [start_worker(env, log_dir)]
+    try:
+        gateway = Gateway(env, log_dir)
+        processes.append(gateway)
+        with grpc.insecure_channel(gateway.address) as channel:
+            yield RabbitStack(env, pb_grpc.TaskServiceStub(channel))
+    finally:
+        for process in reversed(processes):
+            process.stop()
+
+
+def _execute(stub: pb_grpc.TaskServiceStub, request: pb.SubmitRequest) -> pb.ExecuteResponse:
+    return stub.Execute(pb.ExecuteRequest(submit=request, wait=Duration(seconds=20)), timeout=30)
+
+
+def test_add_runs_through_rabbitmq(rabbit: RabbitStack) -> None:
+    response = _execute(rabbit.stub, pb.SubmitRequest(task="tasks.add", args_json="[2, 3]"))
+    assert (response.ready, response.result_json) == (True, "5")
+
+
+def test_a_failure_comes_back_as_data(rabbit: RabbitStack) -> None:
+    response = _execute(rabbit.stub, pb.SubmitRequest(task="tasks.fail", args_json='["no"]'))
+    assert (response.state, response.error.type, response.error.message) == (
+        pb.TASK_STATE_FAILURE,
+        "ValueError",
+        "no",
+    )
+
+
+def test_progress_is_streamed(rabbit: RabbitStack) -> None:
+    request = pb.SubmitRequest(task="tasks.progress", args_json="[3, 0.2]")
+    task_id = rabbit.stub.Submit(request, timeout=10).task_id
+    watch = pb.WatchStatusRequest(task_id=task_id)
+    states = [
+        (message.status.state_name, message.status.meta_json)
+        for message in rabbit.stub.WatchStatus(watch, timeout=30)
+    ]
+    progress = [json.loads(meta)["current"] for name, meta in states if name == "PROGRESS"]
+    assert progress == [1, 2, 3]
+    assert states[-1][0] == "SUCCESS"
+
+
+def test_cancel_reaches_the_workers(rabbit: RabbitStack) -> None:
+    options = pb.SubmitOptions(countdown=Duration(seconds=3))
+    request = pb.SubmitRequest(task="tasks.echo_request", options=options)
+    task_id = rabbit.stub.Submit(request, timeout=10).task_id
+    cancel = rabbit.stub.Cancel(pb.CancelRequest(task_id=task_id), timeout=10)
+    assert cancel.outcome == pb.CANCEL_OUTCOME_REVOKED
+    # Past the countdown the worker discards it: had it run, SUCCESS would replace REVOKED.
+    get = pb.GetResultRequest(task_id=task_id, wait=Duration(seconds=5))
+    assert rabbit.stub.GetResult(get, timeout=10).state == pb.TASK_STATE_REVOKED
+
+
+def test_idempotent_submit_runs_once(rabbit: RabbitStack) -> None:
+    key = uuid.uuid4().hex
+    request = pb.SubmitRequest(task="tests.count_run", args_json=f'["{key}"]', idempotency_key=key)
+    first = rabbit.stub.Submit(request, timeout=10)
+    second = rabbit.stub.Submit(request, timeout=10)
+    assert (second.task_id, second.deduplicated) == (first.task_id, True)
+    get = pb.GetResultRequest(task_id=first.task_id, wait=Duration(seconds=20))
+    assert rabbit.stub.GetResult(get, timeout=30).result_json == "1"
+
+
+def test_an_unreachable_rabbitmq_is_unavailable(
+    rabbit: RabbitStack, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    env = {**rabbit.env, "CELERY_BROKER_URL": "pyamqp://guest:guest@127.0.0.1:1//"}
+    gateway = Gateway(env, tmp_path_factory.mktemp("rabbit-down"))
+    try:
+        with grpc.insecure_channel(gateway.address) as channel:
+            stub = pb_grpc.TaskServiceStub(channel)
+            request = pb.SubmitRequest(task="tasks.add", args_json="[1, 2]")
+            error = call_error(lambda: stub.Submit(request, timeout=10))
+            assert error.code() == grpc.StatusCode.UNAVAILABLE
+    finally:
+        gateway.stop()
