@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 
 ## Start a private redis-server, a worker and the gateway on 127.0.0.1:50051.
 run: $(STAMP)
-	$(BIN)/python scripts/run.py
+	$(BIN)/python -m scripts.run
 
 ## Lint, type-check and run the whole test suite.
 test: $(STAMP) lint typecheck
