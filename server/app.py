@@ -10,12 +10,14 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from redis.asyncio import Redis
 
+from server.auth import TokenAuthenticator
 from server.catalog import Catalog
-from server.config import GatewaySettings
+from server.config import GatewaySettings, SecuritySettings
 from server.dispatch import Dispatcher, create_gateway_app
 from server.gateway import Gateway
 from server.idempotency import IdempotencyKeys
-from server.interceptors import ErrorMappingInterceptor
+from server.interceptors import GatewayInterceptor
+from server.limits import ConcurrencyLimit, RateLimit
 from server.records import DispatchRecords, as_seconds
 from server.registry import WorkerRegistry
 from server.results import ResultStore
@@ -65,6 +67,30 @@ def idempotency_retention(settings: GatewaySettings, result_expires: float | Non
     return retention
 
 
+def gateway_interceptor(security: SecuritySettings) -> GatewayInterceptor:
+    """Authentication and limits as configured."""
+    authenticator = TokenAuthenticator.from_file(security.tokens_file)
+    if not authenticator.enabled:
+        logger.warning("no TASKGATE_TOKENS_FILE: every caller may call (authentication off)")
+    rate = None
+    if security.rate_per_second:
+        burst = security.rate_burst or security.rate_per_second
+        rate = RateLimit(security.rate_per_second, max(burst, 1.0))
+    return GatewayInterceptor(authenticator, ConcurrencyLimit(security.max_concurrent_calls), rate)
+
+
+def bind(server: grpc.aio.Server, listen: str, security: SecuritySettings) -> int:
+    """Listen on `listen`, with TLS (and client certificates) when configured."""
+    if security.tls_cert is None or security.tls_key is None:
+        return server.add_insecure_port(listen)
+    credentials = grpc.ssl_server_credentials(
+        [(security.tls_key.read_bytes(), security.tls_cert.read_bytes())],
+        root_certificates=security.tls_client_ca.read_bytes() if security.tls_client_ca else None,
+        require_client_auth=security.tls_client_ca is not None,
+    )
+    return server.add_secure_port(listen, credentials)
+
+
 async def start(settings: GatewaySettings) -> RunningGateway:
     """Build everything and start serving on `settings.listen`."""
     celery_app = create_gateway_app(settings.celery)
@@ -94,7 +120,13 @@ async def start(settings: GatewaySettings) -> RunningGateway:
         watcher=watcher,
         registry=registry,
     )
-    server = grpc.aio.server(interceptors=[ErrorMappingInterceptor()])
+    server = grpc.aio.server(
+        interceptors=[gateway_interceptor(settings.security)],
+        options=[
+            ("grpc.max_receive_message_length", settings.security.max_message_bytes),
+            ("grpc.max_send_message_length", settings.security.max_message_bytes),
+        ],
+    )
     servicer = TaskService(
         gateway=gateway,
         submitter=submitter,
@@ -108,7 +140,7 @@ async def start(settings: GatewaySettings) -> RunningGateway:
     reflection.enable_server_reflection(
         (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
     )
-    port = server.add_insecure_port(settings.listen)
+    port = bind(server, settings.listen, settings.security)
     await server.start()
     for service in ("", SERVICE_NAME):
         await health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)

@@ -11,13 +11,36 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
+MAX_JSON_BYTES = 1024 * 1024
+MAX_JSON_DEPTH = 64
+
+
+def _depth(value: Any) -> int:
+    """How deeply arrays and objects nest in `value`, counted without recursion."""
+    deepest, pending = 0, [(value, 1)]
+    while pending:
+        item, depth = pending.pop()
+        children = item.values() if isinstance(item, dict) else item
+        if isinstance(item, dict | list):
+            deepest = max(deepest, depth)
+            pending.extend((child, depth + 1) for child in children)
+    return deepest
+
+
 def _loads(field: str, text: str) -> Any:
+    size = len(text.encode())
+    if size > MAX_JSON_BYTES:
+        raise InvalidArgument(field, f"is {size} bytes; at most {MAX_JSON_BYTES} are accepted")
+    too_deep = f"JSON nests deeper than {MAX_JSON_DEPTH} levels"
     try:
-        return json.loads(text, parse_constant=_reject_constant)
+        value = json.loads(text, parse_constant=_reject_constant)
     except ValueError as exc:
         raise InvalidArgument(field, f"not valid JSON: {exc}") from None
     except RecursionError:
-        raise InvalidArgument(field, "JSON is nested too deeply") from None
+        raise InvalidArgument(field, too_deep) from None
+    if _depth(value) > MAX_JSON_DEPTH:
+        raise InvalidArgument(field, too_deep)
+    return value
 
 
 def parse_args(text: str, field: str = "args_json") -> list[Any]:

@@ -3,6 +3,7 @@
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from worker.config import CelerySettings
 
@@ -11,7 +12,7 @@ class SettingsError(ValueError):
     """An environment variable holds a value the gateway cannot use."""
 
 
-def _float(env: Mapping[str, str], name: str, default: float) -> float:
+def _float(env: Mapping[str, str], name: str, default: float, *, zero_ok: bool = False) -> float:
     raw = env.get(name)
     if not raw:
         return default
@@ -19,14 +20,82 @@ def _float(env: Mapping[str, str], name: str, default: float) -> float:
         value = float(raw)
     except ValueError:
         raise SettingsError(f"{name}={raw!r} is not a number") from None
-    if value <= 0:
-        raise SettingsError(f"{name}={raw!r} must be positive")
+    if value < 0 or (value == 0 and not zero_ok):
+        raise SettingsError(f"{name}={raw!r} must be {'at least 0' if zero_ok else 'positive'}")
     return value
 
 
 def _patterns(env: Mapping[str, str], name: str, default: str) -> tuple[str, ...]:
     raw = env.get(name) or default
     return tuple(part.strip() for part in raw.split(",") if part.strip())
+
+
+def _whole(env: Mapping[str, str], name: str, default: int) -> int:
+    value = _float(env, name, default)
+    if value != int(value):
+        raise SettingsError(f"{name} must be a whole number")
+    return int(value)
+
+
+def _path(env: Mapping[str, str], name: str) -> Path | None:
+    raw = env.get(name)
+    if not raw:
+        return None
+    path = Path(raw)
+    if not path.is_file():
+        raise SettingsError(f"{name}={raw!r} is not a readable file")
+    return path
+
+
+@dataclass(frozen=True)
+class SecuritySettings:
+    """Who may call, over what, and how much; see the README's Security section."""
+
+    tokens_file: Path | None = None
+    """`TASKGATE_TOKENS_FILE`: bearer-token digests and rights; unset means no authentication."""
+
+    tls_cert: Path | None = None
+    """`TASKGATE_TLS_CERT`: the server certificate chain (PEM); with the key, turns TLS on."""
+
+    tls_key: Path | None = None
+    """`TASKGATE_TLS_KEY`: the server's private key (PEM)."""
+
+    tls_client_ca: Path | None = None
+    """`TASKGATE_TLS_CLIENT_CA`: CA certificates (PEM); set, every client must present a
+    certificate they signed (mutual TLS)."""
+
+    max_message_bytes: int = 4 * 1024 * 1024
+    """`TASKGATE_MAX_MESSAGE_BYTES`: the largest request accepted (RESOURCE_EXHAUSTED above)."""
+
+    max_concurrent_calls: int = 10_000
+    """`TASKGATE_MAX_CONCURRENT_CALLS`: calls in progress at once, waiting ones included."""
+
+    rate_per_second: float = 0.0
+    """`TASKGATE_RATE_LIMIT`: calls a second allowed to each caller; 0 means no limit."""
+
+    rate_burst: float = 0.0
+    """`TASKGATE_RATE_BURST`: calls a caller may make at once above its rate (default: the rate)."""
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> "SecuritySettings":
+        """Read the security settings; a certificate without its key is an error."""
+        settings = cls(
+            tokens_file=_path(env, "TASKGATE_TOKENS_FILE"),
+            tls_cert=_path(env, "TASKGATE_TLS_CERT"),
+            tls_key=_path(env, "TASKGATE_TLS_KEY"),
+            tls_client_ca=_path(env, "TASKGATE_TLS_CLIENT_CA"),
+            max_message_bytes=_whole(env, "TASKGATE_MAX_MESSAGE_BYTES", cls.max_message_bytes),
+            max_concurrent_calls=_whole(
+                env, "TASKGATE_MAX_CONCURRENT_CALLS", cls.max_concurrent_calls
+            ),
+            rate_per_second=_float(env, "TASKGATE_RATE_LIMIT", 0.0, zero_ok=True),
+            rate_burst=_float(env, "TASKGATE_RATE_BURST", 0.0, zero_ok=True),
+        )
+        if (settings.tls_cert is None) != (settings.tls_key is None):
+            raise SettingsError("TASKGATE_TLS_CERT and TASKGATE_TLS_KEY go together")
+        if settings.tls_client_ca is not None and settings.tls_cert is None:
+            raise SettingsError("TASKGATE_TLS_CLIENT_CA needs TASKGATE_TLS_CERT and _KEY")
+        return settings
 
 
 @dataclass(frozen=True)
@@ -60,23 +129,21 @@ class GatewaySettings:
     grace_seconds: float = 10.0
     """`TASKGATE_GRACE`: how long calls in flight may finish after SIGTERM."""
 
+    security: SecuritySettings = field(default_factory=SecuritySettings)
+    """Authentication, TLS and limits."""
+
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> "GatewaySettings":
         """Read the settings from environment variables, with the defaults above."""
-        threads = _float(env, "TASKGATE_PUBLISH_THREADS", 10)
-        if threads != int(threads):
-            raise SettingsError("TASKGATE_PUBLISH_THREADS must be a whole number")
         return cls(
             listen=env.get("TASKGATE_LISTEN") or cls.listen,
             celery=CelerySettings.from_env(env),
             task_patterns=_patterns(env, "TASKGATE_TASKS", "tasks.*"),
             max_wait_seconds=_float(env, "TASKGATE_MAX_WAIT", 300.0),
-            publish_threads=int(threads),
+            publish_threads=_whole(env, "TASKGATE_PUBLISH_THREADS", 10),
             workers_refresh_seconds=_float(env, "TASKGATE_WORKERS_REFRESH", 30.0),
-            idempotency_retention_seconds=(
-                _float(env, "TASKGATE_IDEMPOTENCY_RETENTION", 0.0)
-                if env.get("TASKGATE_IDEMPOTENCY_RETENTION")
-                else None
-            ),
+            idempotency_retention_seconds=_float(env, "TASKGATE_IDEMPOTENCY_RETENTION", 0.0)
+            or None,
             grace_seconds=_float(env, "TASKGATE_GRACE", 10.0),
+            security=SecuritySettings.from_env(env),
         )

@@ -79,6 +79,18 @@ class IdempotencyKeyReused(GatewayError):
         return [info]
 
 
+class Unauthenticated(GatewayError):
+    """No valid bearer token; the message never repeats what the caller sent."""
+
+    code = code_pb2.UNAUTHENTICATED
+
+
+class PermissionDenied(GatewayError):
+    """The caller's token does not allow this task or this action."""
+
+    code = code_pb2.PERMISSION_DENIED
+
+
 class Unavailable(GatewayError):
     """The broker or the result backend cannot be reached; retrying later may work."""
 

@@ -1,29 +1,60 @@
-"""Maps the gateway's exceptions to gRPC statuses, in this one place."""
+"""The one interceptor every TaskService call passes: who is calling, limits, error mapping.
+
+Errors are mapped to gRPC statuses here and nowhere else.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeAlias, cast
 
 import grpc
 from grpc_status import rpc_status
 
+from server.auth import TokenAuthenticator, current_principal
 from server.errors import GatewayError
+from server.limits import ConcurrencyLimit, RateLimit
 
 logger = logging.getLogger(__name__)
 
 _SERVICE_PREFIX = "/taskgate."
 
 Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
-Handler: TypeAlias = Callable[[Any, Context], Awaitable[Any]]
+UnaryHandler: TypeAlias = Callable[[Any, Context], Awaitable[Any]]
+StreamHandler: TypeAlias = Callable[[Any, Context], AsyncIterator[Any]]
 MethodHandler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
 
 
-def _mapped(method: str, inner: Handler) -> Handler:
-    async def handle(request: Any, context: Context) -> Any:
+class GatewayInterceptor(grpc.aio.ServerInterceptor):
+    """Authenticates, applies the limits, and turns exceptions into statuses.
+
+    Health checks and reflection are not TaskService calls and pass untouched.
+    """
+
+    def __init__(
+        self,
+        authenticator: TokenAuthenticator | None = None,
+        concurrency: ConcurrencyLimit | None = None,
+        rate: RateLimit | None = None,
+    ) -> None:
+        self._authenticator = authenticator or TokenAuthenticator(())
+        self._concurrency = concurrency
+        self._rate = rate
+
+    @contextlib.asynccontextmanager
+    async def _guarded(self, method: str, context: Context) -> AsyncIterator[None]:
+        entered = False
         try:
-            return await inner(request, context)
+            principal = self._authenticator.authenticate(context.invocation_metadata() or ())
+            current_principal.set(principal)
+            if self._rate is not None:
+                self._rate.take(principal.name)
+            if self._concurrency is not None:
+                self._concurrency.enter()
+                entered = True
+            yield
         except GatewayError as exc:
             status = rpc_status.to_status(exc.to_status())
             await context.abort(status.code, status.details, status.trailing_metadata)
@@ -31,12 +62,24 @@ def _mapped(method: str, inner: Handler) -> Handler:
             # A bug, not the caller's fault: log it whole, answer INTERNAL, never UNKNOWN.
             logger.exception("unexpected error in %s", method)
             await context.abort(grpc.StatusCode.INTERNAL, "internal error; see the gateway log")
+        finally:
+            if entered and self._concurrency is not None:
+                self._concurrency.leave()
 
-    return handle
+    def _unary(self, method: str, inner: UnaryHandler) -> UnaryHandler:
+        async def handle(request: Any, context: Context) -> Any:
+            async with self._guarded(method, context):
+                return await inner(request, context)
 
+        return handle
 
-class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):
-    """Turns GatewayError into its rich status and any other exception into INTERNAL."""
+    def _stream(self, method: str, inner: StreamHandler) -> StreamHandler:
+        async def handle(request: Any, context: Context) -> AsyncIterator[Any]:
+            async with self._guarded(method, context):
+                async for response in inner(request, context):
+                    yield response
+
+        return handle
 
     async def intercept_service(
         self,
@@ -45,10 +88,18 @@ class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):
     ) -> MethodHandler | None:
         handler = await continuation(handler_call_details)
         method = handler_call_details.method
-        if handler is None or handler.unary_unary is None or not method.startswith(_SERVICE_PREFIX):
+        if handler is None or not method.startswith(_SERVICE_PREFIX):
             return handler
-        return grpc.unary_unary_rpc_method_handler(
-            _mapped(method, cast(Handler, handler.unary_unary)),
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
-        )
+        if handler.unary_unary is not None:
+            return grpc.unary_unary_rpc_method_handler(
+                self._unary(method, cast(UnaryHandler, handler.unary_unary)),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.unary_stream is not None:
+            return grpc.unary_stream_rpc_method_handler(
+                self._stream(method, cast(StreamHandler, handler.unary_stream)),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        return handler

@@ -11,7 +11,7 @@ from server.errors import InvalidArgument
 from taskgate.v1 import task_service_pb2 as pb
 
 _TASK_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.:\-]*")
-_QUEUE_NAME = re.compile(r"[A-Za-z0-9_.:\-]+")
+_NAME = re.compile(r"[A-Za-z0-9_.:\-]+")  # queues and header names
 MAX_NAME_BYTES = 255
 
 # Celery's own message headers: a caller's header with one of these names would
@@ -98,7 +98,7 @@ def _parse_timing(options: pb.SubmitOptions, now: datetime) -> dict[str, Any]:
 def _parse_options(options: pb.SubmitOptions, now: datetime) -> dict[str, Any]:
     parsed = _parse_timing(options, now)
     if options.queue:
-        if len(options.queue) > MAX_NAME_BYTES or not _QUEUE_NAME.fullmatch(options.queue):
+        if len(options.queue) > MAX_NAME_BYTES or not _NAME.fullmatch(options.queue):
             raise InvalidArgument("options.queue", "must be letters, digits, '_', '-', ':', '.'")
         parsed["queue"] = options.queue
     if options.HasField("priority"):
@@ -108,11 +108,27 @@ def _parse_options(options: pb.SubmitOptions, now: datetime) -> dict[str, Any]:
     if options.HasField("retry_policy"):
         parsed.update(_parse_retry_policy(options.retry_policy))
     if options.headers:
-        clash = sorted(RESERVED_HEADERS.intersection(options.headers))
-        if clash:
-            raise InvalidArgument("options.headers", f"{clash} are reserved by Celery")
-        parsed["headers"] = dict(options.headers)
+        parsed["headers"] = _parse_headers(dict(options.headers))
     return parsed
+
+
+MAX_HEADERS = 32
+MAX_HEADER_VALUE_BYTES = 4096
+
+
+def _parse_headers(headers: dict[str, str]) -> dict[str, str]:
+    field = "options.headers"
+    clash = sorted(RESERVED_HEADERS.intersection(headers))
+    if clash:
+        raise InvalidArgument(field, f"{clash} are reserved by Celery")
+    if len(headers) > MAX_HEADERS:
+        raise InvalidArgument(field, f"holds {len(headers)} headers; at most {MAX_HEADERS}")
+    for name, value in headers.items():
+        if not _NAME.fullmatch(name) or len(name) > MAX_NAME_BYTES:
+            raise InvalidArgument(field, f"{name!r} is not a header name (letters, digits, _-:.)")
+        if len(value.encode()) > MAX_HEADER_VALUE_BYTES:
+            raise InvalidArgument(field, f"{name!r} is over {MAX_HEADER_VALUE_BYTES} bytes")
+    return headers
 
 
 def parse_submit(request: pb.SubmitRequest, now: datetime | None = None) -> Submission:

@@ -8,6 +8,7 @@ from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from server import codec
+from server.auth import Principal
 from server.catalog import Catalog
 from server.errors import InvalidArgument, TaskDidNotSucceed
 from server.gateway import TaskView
@@ -86,11 +87,16 @@ def execute_response(view: TaskView, propagate: bool) -> pb.ExecuteResponse:
     return pb.ExecuteResponse.FromString(result.SerializeToString())
 
 
-def task_list_response(catalog: Catalog, view: WorkerView) -> pb.ListTasksResponse:
-    """The catalog's tasks: those workers serve, and exact names that none serves."""
+def task_list_response(
+    catalog: Catalog, view: WorkerView, caller: Principal
+) -> pb.ListTasksResponse:
+    """The tasks this caller may submit: those workers serve, and exact names none serves."""
     served = [task for name, task in view.tasks.items() if catalog.allows(name)]
     unserved = [RegisteredTask(name) for name in catalog.exact_names() if name not in view.tasks]
-    tasks = sorted(served + unserved, key=lambda task: task.name)
+    tasks = sorted(
+        (task for task in served + unserved if caller.may_submit(task.name)),
+        key=lambda task: task.name,
+    )
     return pb.ListTasksResponse(
         tasks=[
             pb.TaskInfo(name=task.name, workers=task.workers, ignore_result=task.ignore_result)

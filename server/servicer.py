@@ -6,6 +6,7 @@ from typing import Any, TypeAlias
 import grpc
 
 from server import responses
+from server.auth import current_principal
 from server.batch import submit_batch
 from server.catalog import Catalog
 from server.gateway import Gateway
@@ -74,6 +75,7 @@ class TaskService(pb_grpc.TaskServiceServicer):
 
     async def Cancel(self, request: pb.CancelRequest, context: Context) -> pb.CancelResponse:
         task_id = parse_task_id(request.task_id)
+        current_principal.get().require_cancel()
         outcome, view = await self._gateway.cancel(task_id, terminate=request.terminate)
         return pb.CancelResponse(task_id=task_id, outcome=outcome, state=view.snapshot.state)
 
@@ -88,4 +90,4 @@ class TaskService(pb_grpc.TaskServiceServicer):
         self, request: pb.ListTasksRequest, context: Context
     ) -> pb.ListTasksResponse:
         view = await self._registry.view(first_wait=_FIRST_VIEW_TIMEOUT)
-        return responses.task_list_response(self._catalog, view)
+        return responses.task_list_response(self._catalog, view, current_principal.get())

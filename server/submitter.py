@@ -6,6 +6,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from server.auth import current_principal
 from server.catalog import Catalog
 from server.dispatch import Dispatcher
 from server.errors import IdempotencyKeyReused, InvalidArgument, Unavailable
@@ -59,6 +60,7 @@ class Submitter:
     async def submit(self, submission: Submission) -> Submitted:
         """Queue the task, or find the one its idempotency key already queued."""
         self._catalog.check(submission.task)
+        current_principal.get().require_task(submission.task)
         queue = submission.options.get("queue")
         if queue is not None and not self._dispatcher.has_queue(queue):
             raise InvalidArgument(

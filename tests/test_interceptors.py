@@ -7,7 +7,7 @@ import grpc
 import pytest
 
 from server.errors import InvalidArgument, NotFound, Unavailable
-from server.interceptors import ErrorMappingInterceptor
+from server.interceptors import GatewayInterceptor
 from taskgate.v1 import task_service_pb2 as pb
 from taskgate.v1 import task_service_pb2_grpc as pb_grpc
 from tests.grpc_helpers import violated_fields
@@ -24,7 +24,7 @@ async def _call(error: Exception) -> grpc.aio.AioRpcError:
         request_deserializer=pb.GetStatusRequest.FromString,
         response_serializer=pb.GetStatusResponse.SerializeToString,
     )
-    server = grpc.aio.server(interceptors=[ErrorMappingInterceptor()])
+    server = grpc.aio.server(interceptors=[GatewayInterceptor()])
     server.add_generic_rpc_handlers(
         [grpc.method_handlers_generic_handler("taskgate.v1.TaskService", {"GetStatus": handler})]
     )

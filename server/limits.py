@@ -1,0 +1,87 @@
+"""Limits that keep one caller from piling work onto everyone: concurrency and rate."""
+
+import time
+from dataclasses import dataclass
+
+from google.protobuf.duration_pb2 import Duration
+from google.protobuf.message import Message
+from google.rpc import code_pb2, error_details_pb2
+
+from server.errors import GatewayError
+
+
+class ResourceExhausted(GatewayError):
+    """Too many calls; the details say when to retry (RetryInfo) and which limit (QuotaFailure)."""
+
+    code = code_pb2.RESOURCE_EXHAUSTED
+
+    def __init__(self, message: str, subject: str, retry_after: float) -> None:
+        super().__init__(message)
+        self.subject = subject
+        self.retry_after = retry_after
+
+    def details(self) -> list[Message]:
+        delay = Duration()
+        delay.FromNanoseconds(int(self.retry_after * 1e9))
+        violation = error_details_pb2.QuotaFailure.Violation(
+            subject=self.subject, description=self.message
+        )
+        return [
+            error_details_pb2.RetryInfo(retry_delay=delay),
+            error_details_pb2.QuotaFailure(violations=[violation]),
+        ]
+
+
+class ConcurrencyLimit:
+    """At most `limit` calls in progress on this gateway; the next is refused at once."""
+
+    def __init__(self, limit: int, retry_after: float = 0.1) -> None:
+        self.limit = limit
+        self.in_progress = 0
+        self._retry_after = retry_after
+
+    def enter(self) -> None:
+        """Count a call in, or raise ResourceExhausted when the gateway is full."""
+        if self.in_progress >= self.limit:
+            raise ResourceExhausted(
+                f"the gateway is handling {self.limit} calls; retry shortly",
+                "gateway:concurrent-calls",
+                self._retry_after,
+            )
+        self.in_progress += 1
+
+    def leave(self) -> None:
+        """Count a call out."""
+        self.in_progress -= 1
+
+
+@dataclass
+class _Bucket:
+    tokens: float
+    updated: float
+
+
+class RateLimit:
+    """A token bucket per caller: `rate` calls a second, bursts of up to `burst`.
+
+    Per gateway replica: N replicas behind a balancer allow up to N times the rate.
+    """
+
+    def __init__(self, rate: float, burst: float) -> None:
+        self._rate = rate
+        self._burst = burst
+        self._buckets: dict[str, _Bucket] = {}
+
+    def take(self, caller: str) -> None:
+        """Spend one call of `caller`'s allowance, or raise ResourceExhausted."""
+        now = time.monotonic()
+        bucket = self._buckets.setdefault(caller, _Bucket(self._burst, now))
+        bucket.tokens = min(self._burst, bucket.tokens + (now - bucket.updated) * self._rate)
+        bucket.updated = now
+        if bucket.tokens < 1:
+            raise ResourceExhausted(
+                f"{caller!r} is over its rate of {self._rate:g} calls per second",
+                f"caller:{caller}",
+                (1 - bucket.tokens) / self._rate,
+            )
+        bucket.tokens -= 1
