@@ -126,6 +126,11 @@ class RedisServer(ManagedProcess):
         super().__init__(f"redis-{self.port}", argv, os.environ, log_dir)
         wait_until(self.ping, f"redis-server on port {self.port}")
 
+    def db_url(self, db: int) -> str:
+        """The URL of database `db` on this server: a broker and backend of its own,
+        so that no other test's worker takes its tasks."""
+        return f"redis://127.0.0.1:{self.port}/{db}"
+
     def client(self) -> redis.Redis:
         """A synchronous client for checks and test set-up."""
         return redis.Redis.from_url(self.url, socket_timeout=5)

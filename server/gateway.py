@@ -46,9 +46,8 @@ class Gateway:
 
     async def status(self, task_id: str) -> TaskView:
         """The task's current state; NotFound for an id this gateway never dispatched."""
-        snapshot, record = await asyncio.gather(
-            self._store.read(task_id), self._records.get(task_id)
-        )
+        snapshot, raw_record = await self._store.read_with(task_id, self._records.key(task_id))
+        record = None if raw_record is None else DispatchRecord.decode(raw_record)
         if snapshot is None and record is None:
             raise NotFound(f"no task with id {task_id} (never submitted, or expired)")
         if snapshot is None:

@@ -26,6 +26,11 @@ class DispatchRecord:
     delay: float = 0.0
     """Seconds from submission until the task may start (countdown or eta)."""
 
+    @classmethod
+    def decode(cls, raw: str | bytes) -> "DispatchRecord":
+        """Parse a stored record."""
+        return cls(**json.loads(raw))
+
     @property
     def earliest_start(self) -> float:
         """The Unix time before which no worker starts the task."""
@@ -71,10 +76,8 @@ class DispatchRecords:
         """Store the record before the task is published, so no reader misses it."""
         value = json.dumps(record.__dict__)
         with redis_unavailable("the result backend"):
-            await self._redis.set(_PREFIX + task_id, value, ex=self._ttl(record))
+            await self._redis.set(self.key(task_id), value, ex=self._ttl(record))
 
-    async def get(self, task_id: str) -> DispatchRecord | None:
-        """The record for `task_id`, or None when there is none (never, or long expired)."""
-        with redis_unavailable("the result backend"):
-            raw = await self._redis.get(_PREFIX + task_id)
-        return None if raw is None else DispatchRecord(**json.loads(raw))
+    def key(self, task_id: str) -> str:
+        """Where the record of `task_id` is stored."""
+        return _PREFIX + task_id

@@ -123,6 +123,12 @@ class ResultStore:
             payload = await self._redis.get(self.key_for(task_id))
         return None if payload is None else TaskSnapshot.decode(payload)
 
+    async def read_with(self, task_id: str, other_key: str) -> tuple[TaskSnapshot | None, Any]:
+        """The stored snapshot and the raw value of `other_key`, in one round trip."""
+        with redis_unavailable("the result backend"):
+            payload, other = await self._redis.mget(self.key_for(task_id), other_key)
+        return (None if payload is None else TaskSnapshot.decode(payload)), other
+
     async def mark_revoked(self, task_id: str, task: str) -> bool:
         """Store REVOKED unless a worker already started the task; True when stored."""
         meta: dict[str, Any] = {

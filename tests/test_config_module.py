@@ -34,9 +34,10 @@ task_queues = {"celery": {}, "low-priority": {}}
 
 def _config_env(tmp_path: Path, redis_server: RedisServer, body: str) -> dict[str, str]:
     (tmp_path / "articleconfig.py").write_text(textwrap.dedent(body))
+    # Database 3: the session's worker on database 0 must not take these tasks.
     return celery_env(
-        redis_server.url,
-        redis_server.url,
+        redis_server.db_url(3),
+        redis_server.db_url(3),
         CELERY_CONFIG_MODULE="articleconfig",
         PYTHONPATH=os.pathsep.join([str(tmp_path), str(REPO_ROOT)]),
     )
@@ -82,7 +83,7 @@ def test_an_undeclared_queue_is_invalid_argument(configured: pb_grpc.TaskService
 
 def test_rate_limit_annotation_spaces_the_runs(configured: pb_grpc.TaskServiceStub) -> None:
     batch = pb.SubmitBatchRequest(
-        requests=[pb.SubmitRequest(task="tasks.add", args_json=f"[{i}, {i}]") for i in range(3)]
+        requests=[pb.SubmitRequest(task="tasks.add", args_json=f"[{i}, {i}]") for i in range(7)]
     )
     ids = [item.task_id for item in configured.SubmitBatch(batch, timeout=10).results]
     for task_id in ids:
@@ -94,8 +95,10 @@ def test_rate_limit_annotation_spaces_the_runs(configured: pb_grpc.TaskServiceSt
         ).date_done.ToDatetime()
         for task_id in ids
     )
-    # 120/m lets one task start every 0.5 s: three runs span at least about 1 s.
-    assert (done[-1] - done[0]).total_seconds() >= 0.9
+    # 120/m lets one task start every 0.5 s. Celery's bucket lets the first few through
+    # at once (one to three here), so seven runs span at least about 2 s; unlimited, they
+    # all finish within milliseconds.
+    assert (done[-1] - done[0]).total_seconds() >= 1.4
 
 
 @pytest.mark.parametrize(

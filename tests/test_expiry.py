@@ -23,9 +23,10 @@ def short_lived(
     """A worker and a gateway that keep results for two seconds."""
     tmp_path = tmp_path_factory.mktemp("expiry")
     (tmp_path / "shortresults.py").write_text(f"result_expires = {RESULT_EXPIRES}\n")
+    # Database 4: the session's worker (results kept a day) must not take these tasks.
     env = celery_env(
-        redis_server.url,
-        redis_server.url,
+        redis_server.db_url(4),
+        redis_server.db_url(4),
         CELERY_CONFIG_MODULE="shortresults",
         PYTHONPATH=os.pathsep.join([str(tmp_path), str(REPO_ROOT)]),
     )

@@ -55,7 +55,7 @@ def rabbit(
     log_dir = tmp_path_factory.mktemp("rabbitmq")
     env = celery_env(
         f"pyamqp://guest:guest@127.0.0.1:5672/{vhost}",
-        f"redis://127.0.0.1:{redis_server.port}/2",
+        redis_server.db_url(2),
         TASKGATE_TASK_MODULES="worker.tasks,tests.support_tasks",
         TASKGATE_TASKS="tasks.*,tests.*",
         PYTHONPATH=str(REPO_ROOT),
