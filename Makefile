@@ -4,12 +4,12 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint typecheck proto clean
+.PHONY: run test lint typecheck proto bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -e '.[dev,bench]'
 	touch $(STAMP)
 
 ## Start a private redis-server, a worker and the gateway on 127.0.0.1:50051.
@@ -26,6 +26,10 @@ lint: $(STAMP)
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
+
+## Measure taskgate against raw Celery and Flower's REST API (writes bench/results.md).
+bench: $(STAMP)
+	$(BIN)/python -m bench
 
 ## Regenerate the Python stubs in taskgate/v1 from proto/.
 proto: $(STAMP)

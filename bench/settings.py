@@ -1,0 +1,49 @@
+"""How big a benchmark run is: one frozen dataclass, with a full and a quick preset."""
+
+from dataclasses import dataclass, replace
+
+
+@dataclass(frozen=True)
+class BenchSettings:
+    """The sizes and limits of one run; every front end gets the same."""
+
+    sequential_calls: int = 300
+    """Calls timed one after another, after the warm-up, per front end."""
+
+    warmup_calls: int = 30
+    """Untimed calls per front end before its first timed phase (still checked)."""
+
+    throughput_tasks: int = 1000
+    """Tasks per throughput phase, per front end and per concurrency."""
+
+    concurrencies: tuple[int, ...] = (16, 64)
+    """Callers (tasks in flight) in the throughput phases."""
+
+    rounds: int = 3
+    """Each phase is split into this many rounds, and the front ends take turns in
+    every round, so a burst of load from elsewhere on a shared machine hits them alike."""
+
+    worker_concurrency: int = 2
+    """Prefork processes of the one Celery worker that every front end shares."""
+
+    wait_seconds: float = 10.0
+    """How long one call waits for a result before it waits again (at most 3 times)."""
+
+    phase_seconds: float = 180.0
+    """A round of a phase starts no new call after this long; skipped calls are reported."""
+
+    @classmethod
+    def quick(cls) -> "BenchSettings":
+        """A smoke-test run: a few calls per phase, one small concurrency."""
+        return cls(
+            sequential_calls=20, warmup_calls=5, throughput_tasks=48, concurrencies=(8,), rounds=1
+        )
+
+    def split(self, count: int) -> list[int]:
+        """`count` calls shared out over the rounds as evenly as they go."""
+        share, extra = divmod(count, self.rounds)
+        return [share + (1 if turn < extra else 0) for turn in range(self.rounds)]
+
+    def with_worker_concurrency(self, concurrency: int | None) -> "BenchSettings":
+        """These settings with another worker concurrency, when one is given."""
+        return self if concurrency is None else replace(self, worker_concurrency=concurrency)
