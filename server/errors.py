@@ -61,22 +61,32 @@ class NotFound(GatewayError):
     code = code_pb2.NOT_FOUND
 
 
-class IdempotencyKeyReused(GatewayError):
+class TaskReasonError(GatewayError):
+    """An error about one task, with an ErrorInfo of a stable `reason` naming the task."""
+
+    def __init__(self, message: str, reason: str, task_id: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.task_id = task_id
+
+    def details(self) -> list[Message]:
+        info = error_details_pb2.ErrorInfo(
+            reason=self.reason, domain=ERROR_DOMAIN, metadata={"task_id": self.task_id}
+        )
+        return [info]
+
+
+class IdempotencyKeyReused(TaskReasonError):
     """The idempotency key belongs to a different request; its task id is in the details."""
 
     code = code_pb2.ALREADY_EXISTS
 
     def __init__(self, key: str, task_id: str) -> None:
         super().__init__(
-            f"idempotency key {key!r} was already used for a different request (task {task_id})"
+            f"idempotency key {key!r} was already used for a different request (task {task_id})",
+            "IDEMPOTENCY_KEY_REUSED",
+            task_id,
         )
-        self.task_id = task_id
-
-    def details(self) -> list[Message]:
-        info = error_details_pb2.ErrorInfo(
-            reason="IDEMPOTENCY_KEY_REUSED", domain=ERROR_DOMAIN, metadata={"task_id": self.task_id}
-        )
-        return [info]
 
 
 class Unauthenticated(GatewayError):
@@ -97,22 +107,17 @@ class Unavailable(GatewayError):
     code = code_pb2.UNAVAILABLE
 
 
-class ResultIgnored(GatewayError):
+class ResultIgnored(TaskReasonError):
     """The task is declared `ignore_result=True`: there is no result to read or wait for."""
 
     code = code_pb2.FAILED_PRECONDITION
 
     def __init__(self, task_id: str, task: str) -> None:
         super().__init__(
-            f"task {task_id} ({task}) is declared ignore_result=True: it stores no state or result"
+            f"task {task_id} ({task}) is declared ignore_result=True: it stores no state or result",
+            "RESULT_IGNORED",
+            task_id,
         )
-        self.task_id = task_id
-
-    def details(self) -> list[Message]:
-        info = error_details_pb2.ErrorInfo(
-            reason="RESULT_IGNORED", domain=ERROR_DOMAIN, metadata={"task_id": self.task_id}
-        )
-        return [info]
 
 
 @contextmanager
@@ -124,19 +129,14 @@ def redis_unavailable(what: str) -> Iterator[None]:
         raise Unavailable(f"{what} is unavailable: {exc}") from exc
 
 
-class TaskDidNotSucceed(GatewayError):
+class TaskDidNotSucceed(TaskReasonError):
     """With `propagate`, the task failed or was revoked: its error goes in the details."""
 
     code = code_pb2.FAILED_PRECONDITION
 
     def __init__(self, reason: str, task_id: str, error: Message, summary: str) -> None:
-        super().__init__(summary)
-        self.reason = reason
-        self.task_id = task_id
+        super().__init__(summary, reason, task_id)
         self.error = error
 
     def details(self) -> list[Message]:
-        info = error_details_pb2.ErrorInfo(
-            reason=self.reason, domain=ERROR_DOMAIN, metadata={"task_id": self.task_id}
-        )
-        return [info, self.error]
+        return [*super().details(), self.error]
