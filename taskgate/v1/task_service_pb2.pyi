@@ -834,8 +834,10 @@ class TaskInfo(_message.Message):
     """
     @_builtins.property
     def workers(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """The live workers that serve it; empty means none does right now, and a
-        submission waits in the queue until one does.
+        """The live workers that have it registered. Empty means none has right
+        now: a submission then waits if no worker consumes its queue, but fails
+        at once (FAILURE, NotRegistered) if a worker that does not know the task
+        consumes that queue.
         """
 
     def __init__(
