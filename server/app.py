@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 
 from server.auth import TokenAuthenticator
 from server.catalog import Catalog
@@ -31,6 +31,7 @@ from worker.factory import ConfigurationError, describe
 logger = logging.getLogger(__name__)
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["TaskService"].full_name
+REDIS_CONNECTIONS = 64  # to the result backend, shared by every call of this gateway
 
 
 @dataclass
@@ -95,12 +96,18 @@ async def start(settings: GatewaySettings) -> RunningGateway:
     """Build everything and start serving on `settings.listen`."""
     celery_app = create_gateway_app(settings.celery)
     logger.info("settings in force: %s", describe(celery_app))
-    redis = Redis.from_url(
+    socket_timeout = float(celery_app.conf.redis_socket_timeout or 5.0)
+    # A bounded pool that makes callers wait for a connection: redis-py's default pool
+    # refuses the 101st concurrent command outright ("Too many connections").
+    pool = BlockingConnectionPool.from_url(
         str(celery_app.conf.result_backend),
-        socket_timeout=float(celery_app.conf.redis_socket_timeout or 5.0),
+        max_connections=REDIS_CONNECTIONS,
+        timeout=socket_timeout,
+        socket_timeout=socket_timeout,
         socket_connect_timeout=float(celery_app.conf.redis_socket_connect_timeout or 4.0),
         health_check_interval=30,
     )
+    redis = Redis(connection_pool=pool)
     dispatcher = Dispatcher(celery_app, settings.publish_threads)
     watcher = ResultWatcher(redis)
     registry = WorkerRegistry(dispatcher, settings.workers_refresh_seconds)

@@ -11,21 +11,23 @@ from taskgate.v1 import task_service_pb2 as pb
 MAX_BATCH = 1000
 
 
+Submit = Callable[[Submission], Awaitable[Submitted]]
+
+
 async def _submit_one(
-    index: int, request: pb.SubmitRequest, submit: Callable[[Submission], Awaitable[Submitted]]
+    index: int, request: pb.SubmitRequest, submit: Submit
 ) -> pb.SubmitBatchResult:
     try:
         submitted = await submit(parse_submit(request))
         return pb.SubmitBatchResult(task_id=submitted.task_id)
     except InvalidArgument as exc:
-        located = InvalidArgument(f"requests[{index}].{exc.field}", exc.description)
-        return pb.SubmitBatchResult(error=located.to_status())
+        return pb.SubmitBatchResult(error=exc.within(f"requests[{index}]").to_status())
     except GatewayError as exc:
         return pb.SubmitBatchResult(error=exc.to_status())
 
 
 async def submit_batch(
-    requests: Sequence[pb.SubmitRequest], submit: Callable[[Submission], Awaitable[Submitted]]
+    requests: Sequence[pb.SubmitRequest], submit: Submit
 ) -> pb.SubmitBatchResponse:
     """Submit each request concurrently; results come back in request order."""
     if not requests:

@@ -3,7 +3,7 @@
 import asyncio
 import functools
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar, cast
 
@@ -58,6 +58,22 @@ def create_gateway_app(settings: CelerySettings) -> Celery:
     return app
 
 
+def fit_retries(policy: Mapping[str, Any], budget: float | None) -> dict[str, Any]:
+    """`policy` with `max_retries` lowered so that its pauses end within `budget` seconds."""
+    if budget is None:
+        return dict(policy)
+    start = float(policy.get("interval_start", 0))
+    step = float(policy.get("interval_step", 0))
+    longest = float(policy.get("interval_max", 1))
+    spent, fitted = 0.0, 0
+    for attempt in range(int(policy.get("max_retries", 3))):
+        pause = min(start + attempt * step, longest)
+        if spent + pause >= budget:
+            break
+        spent, fitted = spent + pause, fitted + 1
+    return {**policy, "max_retries": fitted}
+
+
 class Dispatcher:
     """Publishes submissions with `send_task`, off the event loop."""
 
@@ -65,6 +81,8 @@ class Dispatcher:
         self._app = app
         # kombu's publish blocks; one thread per pooled broker connection.
         self._executor = ThreadPoolExecutor(threads, thread_name_prefix="taskgate-publish")
+        # Asking the workers can take seconds while the broker is down: never ahead of a publish.
+        self._control = ThreadPoolExecutor(1, thread_name_prefix="taskgate-control")
 
     def result_key(self, task_id: str) -> bytes:
         """The Redis key (and pub/sub channel) where Celery stores this task's state."""
@@ -77,22 +95,33 @@ class Dispatcher:
         conf = self._app.conf
         return bool(conf.task_create_missing_queues) or name in self._app.amqp.queues
 
-    async def _run(self, call: Callable[[], T], what: str) -> T:
+    async def _run(
+        self, call: Callable[[], T], what: str, executor: ThreadPoolExecutor | None = None
+    ) -> T:
+        loop = asyncio.get_running_loop()
         try:
-            return await asyncio.get_running_loop().run_in_executor(self._executor, call)
+            return await loop.run_in_executor(executor or self._executor, call)
         except _PUBLISH_ERRORS as exc:
             logger.warning("%s failed: %s", what, exc)
             raise Unavailable(f"the broker is unavailable: {exc}") from exc
 
-    async def publish(self, task_id: str, submission: Submission) -> None:
-        """Send the task to the broker; raises Unavailable when the broker cannot take it."""
+    async def publish(self, task_id: str, submission: Submission, time_left: float | None) -> None:
+        """Send the task to the broker; raises Unavailable when the broker cannot take it.
+
+        The publish is retried by the request's policy, or else the configured one,
+        with no more retries than fit in `time_left` seconds (the call's deadline).
+        """
+        options = dict(submission.options)
+        policy = options.pop("retry_policy", None) or self._app.conf.task_publish_retry_policy
         send = functools.partial(
             self._app.send_task,
             submission.task,
             args=submission.args,
             kwargs=submission.kwargs,
             task_id=task_id,
-            **submission.options,
+            retry=True,
+            retry_policy=fit_retries(policy, time_left),
+            **options,
         )
         await self._run(send, f"publish of {task_id}")
 
@@ -107,11 +136,14 @@ class Dispatcher:
         """Ask the live workers which tasks they serve: `{worker: ["name [info]", ...]}`."""
         inspect = self._app.control.inspect(timeout=reply_seconds)
         replies = await self._run(
-            functools.partial(inspect.registered, "ignore_result"), "inspect registered"
+            functools.partial(inspect.registered, "ignore_result"),
+            "inspect registered",
+            self._control,
         )
         return dict(replies or {})
 
     def close(self) -> None:
         """Wait for publishes in flight, then release the threads and broker connections."""
+        self._control.shutdown(wait=False, cancel_futures=True)
         self._executor.shutdown(wait=True)
         self._app.close()

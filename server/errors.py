@@ -48,6 +48,10 @@ class InvalidArgument(GatewayError):
         self.field = field
         self.description = description
 
+    def within(self, parent: str) -> "InvalidArgument":
+        """The same error, with the field named by its path from `parent`."""
+        return InvalidArgument(f"{parent}.{self.field}", self.description)
+
     def details(self) -> list[Message]:
         violation = error_details_pb2.BadRequest.FieldViolation(
             field=self.field, description=self.description

@@ -125,6 +125,9 @@ class Gateway:
         ):
             return pb.CANCEL_OUTCOME_REVOKED, await self.status(task_id)
         view = await self.status(task_id)  # a worker may have moved it on meanwhile
+        if view.snapshot.state_name == states.REVOKED:
+            # A worker that had the message marked it first, answering our revoke.
+            return pb.CANCEL_OUTCOME_REVOKED, view
         if view.snapshot.ready:
             return pb.CANCEL_OUTCOME_ALREADY_FINISHED, view
         if terminate:

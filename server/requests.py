@@ -71,9 +71,7 @@ def _parse_retry_policy(policy: pb.PublishRetryPolicy) -> dict[str, Any]:
         if seconds < 0:
             raise InvalidArgument(f"options.retry_policy.{name}", "must not be negative")
         intervals[name] = seconds
-    if policy.max_retries == 0:
-        return {"retry": False}
-    return {"retry": True, "retry_policy": {"max_retries": policy.max_retries, **intervals}}
+    return {"retry_policy": {"max_retries": policy.max_retries, **intervals}}
 
 
 def _parse_timing(options: pb.SubmitOptions, now: datetime) -> dict[str, Any]:

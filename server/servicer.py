@@ -9,6 +9,7 @@ from server import responses
 from server.auth import current_principal
 from server.batch import submit_batch
 from server.catalog import Catalog
+from server.errors import InvalidArgument
 from server.gateway import Gateway
 from server.registry import WorkerRegistry
 from server.requests import parse_submit, parse_task_id
@@ -41,7 +42,8 @@ class TaskService(pb_grpc.TaskServiceServicer):
         self._max_wait = max_wait_seconds
 
     async def Submit(self, request: pb.SubmitRequest, context: Context) -> pb.SubmitResponse:
-        submitted = await self._submitter.submit(parse_submit(request))
+        submission = parse_submit(request)
+        submitted = await self._submitter.submit(submission, context.time_remaining())
         return pb.SubmitResponse(task_id=submitted.task_id, deduplicated=submitted.deduplicated)
 
     async def GetStatus(
@@ -61,17 +63,23 @@ class TaskService(pb_grpc.TaskServiceServicer):
         return responses.result_response(view, propagate=request.propagate)
 
     async def Execute(self, request: pb.ExecuteRequest, context: Context) -> pb.ExecuteResponse:
-        submission = parse_submit(request.submit)
+        try:
+            submission = parse_submit(request.submit)
+        except InvalidArgument as exc:
+            raise exc.within("submit") from None
         wait = request.wait if request.HasField("wait") else None
         budget = responses.wait_budget(wait, context, self._max_wait)
-        submitted = await self._submitter.submit(submission)
+        submitted = await self._submitter.submit(submission, context.time_remaining())
         view = await self._gateway.result(submitted.task_id, budget)
         return responses.execute_response(view, propagate=request.propagate)
 
     async def SubmitBatch(
         self, request: pb.SubmitBatchRequest, context: Context
     ) -> pb.SubmitBatchResponse:
-        return await submit_batch(request.requests, self._submitter.submit)
+        time_left = context.time_remaining()
+        return await submit_batch(
+            request.requests, lambda submission: self._submitter.submit(submission, time_left)
+        )
 
     async def Cancel(self, request: pb.CancelRequest, context: Context) -> pb.CancelResponse:
         task_id = parse_task_id(request.task_id)

@@ -57,8 +57,11 @@ class Submitter:
         self._keys = keys
         self._stale_after = stale_after
 
-    async def submit(self, submission: Submission) -> Submitted:
-        """Queue the task, or find the one its idempotency key already queued."""
+    async def submit(self, submission: Submission, time_left: float | None = None) -> Submitted:
+        """Queue the task, or find the one its idempotency key already queued.
+
+        `time_left` is the call's remaining deadline: publish retries stop within it.
+        """
         self._catalog.check(submission.task)
         current_principal.get().require_task(submission.task)
         queue = submission.options.get("queue")
@@ -68,25 +71,29 @@ class Submitter:
             )
         if not submission.idempotency_key:
             task_id = str(uuid.uuid4())
-            await self._dispatch(task_id, submission)
+            await self._dispatch(task_id, submission, time_left)
             return Submitted(task_id)
-        return await self._submit_once(submission, submission.idempotency_key)
+        return await self._submit_once(submission, submission.idempotency_key, time_left)
 
-    async def _dispatch(self, task_id: str, submission: Submission) -> None:
+    async def _dispatch(
+        self, task_id: str, submission: Submission, time_left: float | None
+    ) -> None:
         record = DispatchRecord(
             submission.task, time.time(), submission.idempotency_key, _start_delay(submission)
         )
         # The record goes first: a fast worker's result must never meet a NOT_FOUND.
         await self._records.put(task_id, record)
-        await self._dispatcher.publish(task_id, submission)
+        await self._dispatcher.publish(task_id, submission, time_left)
 
-    async def _submit_once(self, submission: Submission, key: str) -> Submitted:
+    async def _submit_once(
+        self, submission: Submission, key: str, time_left: float | None
+    ) -> Submitted:
         digest = fingerprint(submission)
         while True:
             mine = Claim(str(uuid.uuid4()), digest, time.time())
             existing = await self._keys.claim(key, mine)
             if existing is None:
-                return await self._publish_claimed(key, mine, submission, deduplicated=False)
+                return await self._publish_claimed(key, mine, submission, time_left, False)
             if existing.fingerprint != digest:
                 raise IdempotencyKeyReused(key, existing.task_id)
             if existing.published:
@@ -95,14 +102,19 @@ class Submitter:
                 # Its gateway died between claim and publish: publish under the same id.
                 taken = Claim(existing.task_id, digest, time.time())
                 if await self._keys.swap(key, existing, taken):
-                    return await self._publish_claimed(key, taken, submission, deduplicated=True)
+                    return await self._publish_claimed(key, taken, submission, time_left, True)
             await asyncio.sleep(_CLAIM_POLL_SECONDS)  # another call is publishing it now
 
     async def _publish_claimed(
-        self, key: str, claim: Claim, submission: Submission, *, deduplicated: bool
+        self,
+        key: str,
+        claim: Claim,
+        submission: Submission,
+        time_left: float | None,
+        deduplicated: bool,
     ) -> Submitted:
         try:
-            await self._dispatch(claim.task_id, submission)
+            await self._dispatch(claim.task_id, submission, time_left)
         except Unavailable:
             # Nothing reached the broker: free the key so that a retry can publish.
             await self._keys.swap(key, claim, None)

@@ -94,7 +94,6 @@ def test_retry_policy_maps_to_celery_retry_options() -> None:
         pb.SubmitRequest(task="t", options=pb.SubmitOptions(retry_policy=policy)), NOW
     ).options
     assert options == {
-        "retry": True,
         "retry_policy": {
             "max_retries": 2,
             "interval_start": 0.1,
@@ -106,9 +105,8 @@ def test_retry_policy_maps_to_celery_retry_options() -> None:
 
 def test_zero_retries_means_publish_once() -> None:
     options = pb.SubmitOptions(retry_policy=pb.PublishRetryPolicy(max_retries=0))
-    assert parse_submit(pb.SubmitRequest(task="t", options=options), NOW).options == {
-        "retry": False
-    }
+    parsed = parse_submit(pb.SubmitRequest(task="t", options=options), NOW).options
+    assert parsed["retry_policy"]["max_retries"] == 0
 
 
 @pytest.mark.parametrize(
