@@ -12,22 +12,7 @@ from google.rpc import error_details_pb2
 from taskgate.v1 import task_service_pb2 as pb
 from taskgate.v1 import task_service_pb2_grpc as pb_grpc
 from tests.grpc_helpers import call_error, detail, rich_status, violated_fields
-
-LONG_WAIT = Duration(seconds=20)
-
-
-def submit(stub: pb_grpc.TaskServiceStub, task: str, *args: object) -> str:
-    """Submit `task(*args)` and return its id."""
-    request = pb.SubmitRequest(task=task, args_json=json.dumps(list(args)))
-    return stub.Submit(request, timeout=10).task_id
-
-
-def wait_result(
-    stub: pb_grpc.TaskServiceStub, task_id: str, *, propagate: bool = False
-) -> pb.GetResultResponse:
-    """GetResult with a long wait."""
-    request = pb.GetResultRequest(task_id=task_id, wait=LONG_WAIT, propagate=propagate)
-    return stub.GetResult(request, timeout=30)
+from tests.lifecycle_helpers import LONG_WAIT, submit, wait_result
 
 
 def test_a_failed_task_is_data(stub: pb_grpc.TaskServiceStub) -> None:
