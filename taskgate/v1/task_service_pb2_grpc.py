@@ -34,7 +34,11 @@ class TaskServiceStub:
 
     Every RPC answers with one of the status codes listed on it; it never
     answers UNKNOWN. An unexpected server fault is INTERNAL, and a broker or
-    result backend that cannot be reached is UNAVAILABLE.
+    result backend that cannot be reached is UNAVAILABLE. Besides those listed,
+    every RPC may answer UNAUTHENTICATED (the gateway requires bearer tokens and
+    none or a wrong one was sent) and RESOURCE_EXHAUSTED (the request is over
+    the size limit, or the gateway's concurrency limit or the caller's rate
+    limit is reached; a RetryInfo detail says when to retry).
     """
 
     def __init__(self, channel):
@@ -94,7 +98,11 @@ class TaskServiceServicer:
 
     Every RPC answers with one of the status codes listed on it; it never
     answers UNKNOWN. An unexpected server fault is INTERNAL, and a broker or
-    result backend that cannot be reached is UNAVAILABLE.
+    result backend that cannot be reached is UNAVAILABLE. Besides those listed,
+    every RPC may answer UNAUTHENTICATED (the gateway requires bearer tokens and
+    none or a wrong one was sent) and RESOURCE_EXHAUSTED (the request is over
+    the size limit, or the gateway's concurrency limit or the caller's rate
+    limit is reached; a RetryInfo detail says when to retry).
     """
 
     def Submit(self, request, context):
@@ -105,6 +113,7 @@ class TaskServiceServicer:
         NOT_FOUND (the task name is not in the gateway's catalog),
         ALREADY_EXISTS (the idempotency key was used for a different request;
         an ErrorInfo with reason IDEMPOTENCY_KEY_REUSED names its task id),
+        PERMISSION_DENIED (the caller's token may not submit this task),
         UNAVAILABLE (the broker or result backend cannot be reached),
         DEADLINE_EXCEEDED, INTERNAL.
         """
@@ -116,7 +125,9 @@ class TaskServiceServicer:
         """GetStatus reports a task's current state without waiting.
 
         Status codes: INVALID_ARGUMENT (a malformed task id), NOT_FOUND (an id
-        this gateway never dispatched, or whose record has expired),
+        this gateway never dispatched, or whose result has expired: the message
+        says which), FAILED_PRECONDITION (the task is declared
+        ignore_result=True and stores no state; ErrorInfo reason RESULT_IGNORED),
         UNAVAILABLE, DEADLINE_EXCEEDED, INTERNAL.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -130,8 +141,8 @@ class TaskServiceServicer:
         Status codes: INVALID_ARGUMENT (a malformed task id or a negative wait),
         NOT_FOUND, FAILED_PRECONDITION (with `propagate`, the task failed or was
         revoked; the status carries an ErrorInfo with reason TASK_FAILED or
-        TASK_REVOKED and the TaskError), UNAVAILABLE, DEADLINE_EXCEEDED,
-        INTERNAL.
+        TASK_REVOKED and the TaskError; or the task stores no result, reason
+        RESULT_IGNORED), UNAVAILABLE, DEADLINE_EXCEEDED, INTERNAL.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -152,8 +163,9 @@ class TaskServiceServicer:
     def SubmitBatch(self, request, context):
         """SubmitBatch submits many tasks in one call.
 
-        Each item gets its own outcome, a task id or an error status; one bad
-        item never fails the others. Status codes for the call as a whole:
+        Each item gets its own outcome, a task id or an error status with the
+        code Submit would have answered; one bad item never fails the others.
+        Status codes for the call as a whole:
         INVALID_ARGUMENT (no items, or more than the batch limit),
         DEADLINE_EXCEEDED, INTERNAL.
         """
@@ -165,7 +177,8 @@ class TaskServiceServicer:
         """Cancel revokes a task; with `terminate`, it also stops a running one.
 
         The response says what actually happened. Status codes:
-        INVALID_ARGUMENT, NOT_FOUND, UNAVAILABLE, DEADLINE_EXCEEDED, INTERNAL.
+        INVALID_ARGUMENT, NOT_FOUND, PERMISSION_DENIED (the caller's token may
+        not cancel), UNAVAILABLE, DEADLINE_EXCEEDED, INTERNAL.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -185,7 +198,7 @@ class TaskServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListTasks(self, request, context):
-        """ListTasks lists the tasks a caller may submit.
+        """ListTasks lists the tasks this caller may submit.
 
         The gateway's catalog joined with what live workers report as
         registered, so a caller can also see a task that no worker serves. The
@@ -257,7 +270,11 @@ class TaskService:
 
     Every RPC answers with one of the status codes listed on it; it never
     answers UNKNOWN. An unexpected server fault is INTERNAL, and a broker or
-    result backend that cannot be reached is UNAVAILABLE.
+    result backend that cannot be reached is UNAVAILABLE. Besides those listed,
+    every RPC may answer UNAUTHENTICATED (the gateway requires bearer tokens and
+    none or a wrong one was sent) and RESOURCE_EXHAUSTED (the request is over
+    the size limit, or the gateway's concurrency limit or the caller's rate
+    limit is reached; a RetryInfo detail says when to retry).
     """
 
     @staticmethod

@@ -35,7 +35,11 @@ class TaskServiceStub:
 
     Every RPC answers with one of the status codes listed on it; it never
     answers UNKNOWN. An unexpected server fault is INTERNAL, and a broker or
-    result backend that cannot be reached is UNAVAILABLE.
+    result backend that cannot be reached is UNAVAILABLE. Besides those listed,
+    every RPC may answer UNAUTHENTICATED (the gateway requires bearer tokens and
+    none or a wrong one was sent) and RESOURCE_EXHAUSTED (the request is over
+    the size limit, or the gateway's concurrency limit or the caller's rate
+    limit is reached; a RetryInfo detail says when to retry).
     """
 
     @_typing.overload
@@ -50,6 +54,7 @@ class TaskServiceStub:
     NOT_FOUND (the task name is not in the gateway's catalog),
     ALREADY_EXISTS (the idempotency key was used for a different request;
     an ErrorInfo with reason IDEMPOTENCY_KEY_REUSED names its task id),
+    PERMISSION_DENIED (the caller's token may not submit this task),
     UNAVAILABLE (the broker or result backend cannot be reached),
     DEADLINE_EXCEEDED, INTERNAL.
     """
@@ -57,7 +62,9 @@ class TaskServiceStub:
     """GetStatus reports a task's current state without waiting.
 
     Status codes: INVALID_ARGUMENT (a malformed task id), NOT_FOUND (an id
-    this gateway never dispatched, or whose record has expired),
+    this gateway never dispatched, or whose result has expired: the message
+    says which), FAILED_PRECONDITION (the task is declared
+    ignore_result=True and stores no state; ErrorInfo reason RESULT_IGNORED),
     UNAVAILABLE, DEADLINE_EXCEEDED, INTERNAL.
     """
     GetResult: _grpc.UnaryUnaryMultiCallable[_task_service_pb2.GetResultRequest, _task_service_pb2.GetResultResponse]
@@ -67,8 +74,8 @@ class TaskServiceStub:
     Status codes: INVALID_ARGUMENT (a malformed task id or a negative wait),
     NOT_FOUND, FAILED_PRECONDITION (with `propagate`, the task failed or was
     revoked; the status carries an ErrorInfo with reason TASK_FAILED or
-    TASK_REVOKED and the TaskError), UNAVAILABLE, DEADLINE_EXCEEDED,
-    INTERNAL.
+    TASK_REVOKED and the TaskError; or the task stores no result, reason
+    RESULT_IGNORED), UNAVAILABLE, DEADLINE_EXCEEDED, INTERNAL.
     """
     Execute: _grpc.UnaryUnaryMultiCallable[_task_service_pb2.ExecuteRequest, _task_service_pb2.ExecuteResponse]
     """Execute submits a task and waits for its result in one call.
@@ -81,8 +88,9 @@ class TaskServiceStub:
     SubmitBatch: _grpc.UnaryUnaryMultiCallable[_task_service_pb2.SubmitBatchRequest, _task_service_pb2.SubmitBatchResponse]
     """SubmitBatch submits many tasks in one call.
 
-    Each item gets its own outcome, a task id or an error status; one bad
-    item never fails the others. Status codes for the call as a whole:
+    Each item gets its own outcome, a task id or an error status with the
+    code Submit would have answered; one bad item never fails the others.
+    Status codes for the call as a whole:
     INVALID_ARGUMENT (no items, or more than the batch limit),
     DEADLINE_EXCEEDED, INTERNAL.
     """
@@ -90,7 +98,8 @@ class TaskServiceStub:
     """Cancel revokes a task; with `terminate`, it also stops a running one.
 
     The response says what actually happened. Status codes:
-    INVALID_ARGUMENT, NOT_FOUND, UNAVAILABLE, DEADLINE_EXCEEDED, INTERNAL.
+    INVALID_ARGUMENT, NOT_FOUND, PERMISSION_DENIED (the caller's token may
+    not cancel), UNAVAILABLE, DEADLINE_EXCEEDED, INTERNAL.
     """
     WatchStatus: _grpc.UnaryStreamMultiCallable[_task_service_pb2.WatchStatusRequest, _task_service_pb2.WatchStatusResponse]
     """WatchStatus streams a task's state changes until it finishes.
@@ -102,7 +111,7 @@ class TaskServiceStub:
     UNAVAILABLE, DEADLINE_EXCEEDED, INTERNAL.
     """
     ListTasks: _grpc.UnaryUnaryMultiCallable[_task_service_pb2.ListTasksRequest, _task_service_pb2.ListTasksResponse]
-    """ListTasks lists the tasks a caller may submit.
+    """ListTasks lists the tasks this caller may submit.
 
     The gateway's catalog joined with what live workers report as
     registered, so a caller can also see a task that no worker serves. The
@@ -121,7 +130,11 @@ class TaskServiceAsyncStub(TaskServiceStub):
 
     Every RPC answers with one of the status codes listed on it; it never
     answers UNKNOWN. An unexpected server fault is INTERNAL, and a broker or
-    result backend that cannot be reached is UNAVAILABLE.
+    result backend that cannot be reached is UNAVAILABLE. Besides those listed,
+    every RPC may answer UNAUTHENTICATED (the gateway requires bearer tokens and
+    none or a wrong one was sent) and RESOURCE_EXHAUSTED (the request is over
+    the size limit, or the gateway's concurrency limit or the caller's rate
+    limit is reached; a RetryInfo detail says when to retry).
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
@@ -133,6 +146,7 @@ class TaskServiceAsyncStub(TaskServiceStub):
     NOT_FOUND (the task name is not in the gateway's catalog),
     ALREADY_EXISTS (the idempotency key was used for a different request;
     an ErrorInfo with reason IDEMPOTENCY_KEY_REUSED names its task id),
+    PERMISSION_DENIED (the caller's token may not submit this task),
     UNAVAILABLE (the broker or result backend cannot be reached),
     DEADLINE_EXCEEDED, INTERNAL.
     """
@@ -140,7 +154,9 @@ class TaskServiceAsyncStub(TaskServiceStub):
     """GetStatus reports a task's current state without waiting.
 
     Status codes: INVALID_ARGUMENT (a malformed task id), NOT_FOUND (an id
-    this gateway never dispatched, or whose record has expired),
+    this gateway never dispatched, or whose result has expired: the message
+    says which), FAILED_PRECONDITION (the task is declared
+    ignore_result=True and stores no state; ErrorInfo reason RESULT_IGNORED),
     UNAVAILABLE, DEADLINE_EXCEEDED, INTERNAL.
     """
     GetResult: _aio.UnaryUnaryMultiCallable[_task_service_pb2.GetResultRequest, _task_service_pb2.GetResultResponse]  # type: ignore[assignment]
@@ -150,8 +166,8 @@ class TaskServiceAsyncStub(TaskServiceStub):
     Status codes: INVALID_ARGUMENT (a malformed task id or a negative wait),
     NOT_FOUND, FAILED_PRECONDITION (with `propagate`, the task failed or was
     revoked; the status carries an ErrorInfo with reason TASK_FAILED or
-    TASK_REVOKED and the TaskError), UNAVAILABLE, DEADLINE_EXCEEDED,
-    INTERNAL.
+    TASK_REVOKED and the TaskError; or the task stores no result, reason
+    RESULT_IGNORED), UNAVAILABLE, DEADLINE_EXCEEDED, INTERNAL.
     """
     Execute: _aio.UnaryUnaryMultiCallable[_task_service_pb2.ExecuteRequest, _task_service_pb2.ExecuteResponse]  # type: ignore[assignment]
     """Execute submits a task and waits for its result in one call.
@@ -164,8 +180,9 @@ class TaskServiceAsyncStub(TaskServiceStub):
     SubmitBatch: _aio.UnaryUnaryMultiCallable[_task_service_pb2.SubmitBatchRequest, _task_service_pb2.SubmitBatchResponse]  # type: ignore[assignment]
     """SubmitBatch submits many tasks in one call.
 
-    Each item gets its own outcome, a task id or an error status; one bad
-    item never fails the others. Status codes for the call as a whole:
+    Each item gets its own outcome, a task id or an error status with the
+    code Submit would have answered; one bad item never fails the others.
+    Status codes for the call as a whole:
     INVALID_ARGUMENT (no items, or more than the batch limit),
     DEADLINE_EXCEEDED, INTERNAL.
     """
@@ -173,7 +190,8 @@ class TaskServiceAsyncStub(TaskServiceStub):
     """Cancel revokes a task; with `terminate`, it also stops a running one.
 
     The response says what actually happened. Status codes:
-    INVALID_ARGUMENT, NOT_FOUND, UNAVAILABLE, DEADLINE_EXCEEDED, INTERNAL.
+    INVALID_ARGUMENT, NOT_FOUND, PERMISSION_DENIED (the caller's token may
+    not cancel), UNAVAILABLE, DEADLINE_EXCEEDED, INTERNAL.
     """
     WatchStatus: _aio.UnaryStreamMultiCallable[_task_service_pb2.WatchStatusRequest, _task_service_pb2.WatchStatusResponse]  # type: ignore[assignment]
     """WatchStatus streams a task's state changes until it finishes.
@@ -185,7 +203,7 @@ class TaskServiceAsyncStub(TaskServiceStub):
     UNAVAILABLE, DEADLINE_EXCEEDED, INTERNAL.
     """
     ListTasks: _aio.UnaryUnaryMultiCallable[_task_service_pb2.ListTasksRequest, _task_service_pb2.ListTasksResponse]  # type: ignore[assignment]
-    """ListTasks lists the tasks a caller may submit.
+    """ListTasks lists the tasks this caller may submit.
 
     The gateway's catalog joined with what live workers report as
     registered, so a caller can also see a task that no worker serves. The
@@ -203,7 +221,11 @@ class TaskServiceServicer(metaclass=_abc_1.ABCMeta):
 
     Every RPC answers with one of the status codes listed on it; it never
     answers UNKNOWN. An unexpected server fault is INTERNAL, and a broker or
-    result backend that cannot be reached is UNAVAILABLE.
+    result backend that cannot be reached is UNAVAILABLE. Besides those listed,
+    every RPC may answer UNAUTHENTICATED (the gateway requires bearer tokens and
+    none or a wrong one was sent) and RESOURCE_EXHAUSTED (the request is over
+    the size limit, or the gateway's concurrency limit or the caller's rate
+    limit is reached; a RetryInfo detail says when to retry).
     """
 
     @_abc_1.abstractmethod
@@ -219,6 +241,7 @@ class TaskServiceServicer(metaclass=_abc_1.ABCMeta):
         NOT_FOUND (the task name is not in the gateway's catalog),
         ALREADY_EXISTS (the idempotency key was used for a different request;
         an ErrorInfo with reason IDEMPOTENCY_KEY_REUSED names its task id),
+        PERMISSION_DENIED (the caller's token may not submit this task),
         UNAVAILABLE (the broker or result backend cannot be reached),
         DEADLINE_EXCEEDED, INTERNAL.
         """
@@ -232,7 +255,9 @@ class TaskServiceServicer(metaclass=_abc_1.ABCMeta):
         """GetStatus reports a task's current state without waiting.
 
         Status codes: INVALID_ARGUMENT (a malformed task id), NOT_FOUND (an id
-        this gateway never dispatched, or whose record has expired),
+        this gateway never dispatched, or whose result has expired: the message
+        says which), FAILED_PRECONDITION (the task is declared
+        ignore_result=True and stores no state; ErrorInfo reason RESULT_IGNORED),
         UNAVAILABLE, DEADLINE_EXCEEDED, INTERNAL.
         """
 
@@ -248,8 +273,8 @@ class TaskServiceServicer(metaclass=_abc_1.ABCMeta):
         Status codes: INVALID_ARGUMENT (a malformed task id or a negative wait),
         NOT_FOUND, FAILED_PRECONDITION (with `propagate`, the task failed or was
         revoked; the status carries an ErrorInfo with reason TASK_FAILED or
-        TASK_REVOKED and the TaskError), UNAVAILABLE, DEADLINE_EXCEEDED,
-        INTERNAL.
+        TASK_REVOKED and the TaskError; or the task stores no result, reason
+        RESULT_IGNORED), UNAVAILABLE, DEADLINE_EXCEEDED, INTERNAL.
         """
 
     @_abc_1.abstractmethod
@@ -274,8 +299,9 @@ class TaskServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_task_service_pb2.SubmitBatchResponse, _abc.Awaitable[_task_service_pb2.SubmitBatchResponse]]:
         """SubmitBatch submits many tasks in one call.
 
-        Each item gets its own outcome, a task id or an error status; one bad
-        item never fails the others. Status codes for the call as a whole:
+        Each item gets its own outcome, a task id or an error status with the
+        code Submit would have answered; one bad item never fails the others.
+        Status codes for the call as a whole:
         INVALID_ARGUMENT (no items, or more than the batch limit),
         DEADLINE_EXCEEDED, INTERNAL.
         """
@@ -289,7 +315,8 @@ class TaskServiceServicer(metaclass=_abc_1.ABCMeta):
         """Cancel revokes a task; with `terminate`, it also stops a running one.
 
         The response says what actually happened. Status codes:
-        INVALID_ARGUMENT, NOT_FOUND, UNAVAILABLE, DEADLINE_EXCEEDED, INTERNAL.
+        INVALID_ARGUMENT, NOT_FOUND, PERMISSION_DENIED (the caller's token may
+        not cancel), UNAVAILABLE, DEADLINE_EXCEEDED, INTERNAL.
         """
 
     @_abc_1.abstractmethod
@@ -313,7 +340,7 @@ class TaskServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _task_service_pb2.ListTasksRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_task_service_pb2.ListTasksResponse, _abc.Awaitable[_task_service_pb2.ListTasksResponse]]:
-        """ListTasks lists the tasks a caller may submit.
+        """ListTasks lists the tasks this caller may submit.
 
         The gateway's catalog joined with what live workers report as
         registered, so a caller can also see a task that no worker serves. The
