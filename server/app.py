@@ -9,6 +9,9 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from server.auth import TokenAuthenticator
 from server.catalog import Catalog
@@ -106,6 +109,13 @@ async def start(settings: GatewaySettings) -> RunningGateway:
         socket_timeout=socket_timeout,
         socket_connect_timeout=float(celery_app.conf.redis_socket_connect_timeout or 4.0),
         health_check_interval=30,
+        # A pooled connection that Redis closed (a restart) is reconnected, not reported;
+        # a timeout is not retried: a stuck Redis costs a call one socket timeout.
+        retry=Retry(
+            ExponentialBackoff(cap=0.5, base=0.05),
+            retries=2,
+            supported_errors=(RedisConnectionError,),
+        ),
     )
     redis = Redis(connection_pool=pool)
     dispatcher = Dispatcher(celery_app, settings.publish_threads)

@@ -97,19 +97,25 @@ class Gateway:
         loop = asyncio.get_running_loop()
         deadline = None if wait is None else loop.time() + wait
         async with self._watcher.watch(self._store.key_for(task_id)) as watch:
-            # Subscribed now, so a state stored from here on cannot be missed.
-            yield await self._store.read(task_id) or known
-            while True:
-                try:
+            try:
+                # Subscribed now, so a state stored from here on cannot be missed.
+                yield await self._read_by(task_id, deadline) or known
+                while True:
                     async with asyncio.timeout_at(deadline):
                         payloads = await watch.changes()
-                except TimeoutError:
-                    return
-                for payload in payloads:
-                    if payload is None:
-                        yield await self._store.read(task_id) or known
-                    else:
-                        yield TaskSnapshot.decode(payload)
+                    for payload in payloads:
+                        if payload is None:
+                            yield await self._read_by(task_id, deadline) or known
+                        else:
+                            yield TaskSnapshot.decode(payload)
+            except TimeoutError:
+                return
+
+    async def _read_by(self, task_id: str, deadline: float | None) -> TaskSnapshot | None:
+        """Read the state, giving up (TimeoutError) at `deadline`: a slow backend must
+        not keep a wait past its end."""
+        async with asyncio.timeout_at(deadline):
+            return await self._store.read(task_id)
 
     async def cancel(
         self, task_id: str, terminate: bool

@@ -56,6 +56,7 @@ class Submitter:
         self._records = records
         self._keys = keys
         self._stale_after = stale_after
+        self._settling: set[asyncio.Future[None]] = set()  # publishes outliving their caller
 
     async def submit(self, submission: Submission, time_left: float | None = None) -> Submitted:
         """Queue the task, or find the one its idempotency key already queued.
@@ -92,7 +93,8 @@ class Submitter:
         while True:
             mine = Claim(str(uuid.uuid4()), digest, time.time())
             existing = await self._keys.claim(key, mine)
-            if existing is None:
+            # Our own claim comes back when a lost reply made redis-py send the claim again.
+            if existing is None or existing.task_id == mine.task_id:
                 return await self._publish_claimed(key, mine, submission, time_left, False)
             if existing.fingerprint != digest:
                 raise IdempotencyKeyReused(key, existing.task_id)
@@ -113,6 +115,19 @@ class Submitter:
         time_left: float | None,
         deduplicated: bool,
     ) -> Submitted:
+        # Shielded: a caller that goes away mid-publish must not leave the key claimed
+        # but unpublished, or every retry would wait for the claim to go stale.
+        publishing = asyncio.ensure_future(
+            self._publish_and_settle(key, claim, submission, time_left)
+        )
+        self._settling.add(publishing)
+        publishing.add_done_callback(self._settling.discard)
+        await asyncio.shield(publishing)
+        return Submitted(claim.task_id, deduplicated)
+
+    async def _publish_and_settle(
+        self, key: str, claim: Claim, submission: Submission, time_left: float | None
+    ) -> None:
         try:
             await self._dispatch(claim.task_id, submission, time_left)
         except Unavailable:
@@ -120,4 +135,3 @@ class Submitter:
             await self._keys.swap(key, claim, None)
             raise
         await self._keys.mark_published(key, claim)
-        return Submitted(claim.task_id, deduplicated)

@@ -13,14 +13,11 @@ from collections import deque
 from collections.abc import AsyncIterator
 
 from redis.asyncio import Redis
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from server.errors import Unavailable, redis_unavailable
 
 logger = logging.getLogger(__name__)
 
-_REDIS_ERRORS = (RedisConnectionError, RedisTimeoutError, OSError)
 _POLL_SECONDS = 1.0  # how long one read waits before the loop checks in again
 _RETRY_SECONDS = 0.5  # pause between reconnection attempts while Redis is down
 _MAX_PENDING = 256  # states queued for one slow watcher before it must re-read
@@ -109,7 +106,7 @@ class ResultWatcher:
         self._subscribed.pop(channel, None)
         try:
             await self._pubsub.unsubscribe(channel)
-        except _REDIS_ERRORS as exc:
+        except Exception as exc:  # redis-py raises odd errors (AttributeError) on a dead socket
             # Nothing is lost: after a reconnect, redis-py subscribes only what is still wanted.
             logger.info("could not unsubscribe %r: %s", channel, exc)
 
@@ -117,7 +114,7 @@ class ResultWatcher:
         while True:
             try:
                 message = await self._pubsub.get_message(timeout=_POLL_SECONDS)
-            except _REDIS_ERRORS as exc:
+            except Exception as exc:  # any failure: the reader must live on, or waits go deaf
                 logger.warning("result subscription lost, reconnecting: %s", exc)
                 self._fail_unconfirmed(exc)
                 self._wake_all()
