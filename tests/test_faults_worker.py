@@ -1,0 +1,150 @@
+"""A worker that dies mid-task: the task is delivered again and completes (at-least-once).
+
+The stack is private to this module: its own redis-server (broker and result
+backend) and gateway; each test starts the workers it kills.
+"""
+
+import os
+import signal
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import pytest
+
+from scripts.stack import Gateway, ManagedProcess, RedisServer, start_worker
+from taskgate.v1 import task_service_pb2 as pb
+from taskgate.v1 import task_service_pb2_grpc as pb_grpc
+from tests.fault_helpers import (
+    await_result,
+    fault_env,
+    managed,
+    parent_of,
+    poll,
+    run_pids,
+    running,
+    runs,
+    submit,
+    transport_options,
+    unique,
+    write_config,
+)
+
+# The first run of tests.faults.hold sleeps this long: far longer than the test needs
+# to kill it, so a task that completes must have run again.
+HOLD_SECONDS = 120
+# With the Redis broker, a message whose worker died unacknowledged comes back only
+# after the visibility timeout (an hour by default); the second test shortens it.
+VISIBILITY_SECONDS = 3
+
+
+@dataclass
+class Stack:
+    """A private Redis and gateway; `env` runs workers with the safe defaults."""
+
+    redis: RedisServer
+    env: dict[str, str]
+    short_visibility_env: dict[str, str]
+    log_dir: Path
+    stub: pb_grpc.TaskServiceStub
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """Redis and a gateway; no worker (each test starts, and kills, its own)."""
+    log_dir = tmp_path_factory.mktemp("faults-worker")
+    config_dir = tmp_path_factory.mktemp("faults-worker-config")
+    write_config(
+        config_dir,
+        broker_transport_options=transport_options(
+            visibility_timeout=VISIBILITY_SECONDS,
+            # kombu looks for overdue messages every 10 s, scanning only every
+            # 10th time; look every second instead, so the test takes seconds.
+            unacked_restore_interval=1,
+            unacked_restore_throttle=1,
+        ),
+    )
+    with managed(RedisServer(log_dir)) as redis_server:
+        env = fault_env(redis_server.url, redis_server.url)
+        with (
+            managed(Gateway(env, log_dir)) as gateway,
+            grpc.insecure_channel(gateway.address) as channel,
+        ):
+            yield Stack(
+                redis_server,
+                env,
+                fault_env(redis_server.url, redis_server.url, config_dir),
+                log_dir,
+                pb_grpc.TaskServiceStub(channel),
+            )
+
+
+def _first_run_pid(stack: Stack, key: str) -> int:
+    with stack.redis.client() as client:
+        poll(lambda: bool(run_pids(client, key)), "the task started")
+        return run_pids(client, key)[0]
+
+
+def _kill_worker(worker: ManagedProcess, pool_pid: int) -> None:
+    """SIGKILL the worker's main process; its pool dies with it (Celery sets PDEATHSIG)."""
+    worker.popen.kill()
+    worker.popen.wait(timeout=10)
+    poll(lambda: not running(pool_pid), "the orphaned pool process died", timeout=10)
+
+
+def test_a_task_whose_pool_process_is_killed_runs_again_and_completes(stack: Stack) -> None:
+    """Checks `task_acks_late` + `task_reject_on_worker_lost` (worker/factory.py SAFE_DEFAULTS).
+
+    The pool process running the task is SIGKILLed: the main process sees the
+    child lost and, because the message is acknowledged only after the task
+    and rejected with requeue when its process is lost, puts it back at once
+    (no visibility timeout involved: this worker keeps the default hour). The
+    task runs a second time and succeeds. With either protection off the
+    message is acknowledged and the task stored as FAILURE (WorkerLostError):
+    GetResult returns FAILURE and the run count stays 1.
+    """
+    with managed(start_worker(stack.env, stack.log_dir, concurrency=1)) as worker:
+        key = unique()
+        task_id = submit(stack.stub, "tests.faults.hold", key, HOLD_SECONDS)
+        pool_pid = _first_run_pid(stack, key)
+        assert parent_of(pool_pid) == worker.popen.pid, "not a pool process of the worker"
+        os.kill(pool_pid, signal.SIGKILL)
+
+        outcome = await_result(stack.stub, task_id, timeout=30)
+        assert pb.TaskState.Name(outcome.state) == "TASK_STATE_SUCCESS", outcome.error
+        assert outcome.result_json == "2"
+        with stack.redis.client() as client:
+            assert runs(client, key) == 2
+            second_pid = run_pids(client, key)[1]
+        assert second_pid != pool_pid
+        assert worker.alive()
+
+
+def test_a_task_whose_whole_worker_is_killed_completes_on_a_new_worker(stack: Stack) -> None:
+    """Checks `task_acks_late` and the broker's visibility timeout.
+
+    The worker's main process is SIGKILLed mid-task (its pool process dies
+    with it): nobody is left to reject the message, so it stays in Redis's
+    unacknowledged set until `visibility_timeout` passes and a live worker
+    puts it back. The workers here use a configuration module with a 3 s
+    `visibility_timeout` (and a 1 s restore sweep), because the default hour
+    would outlast any test; the socket timeouts are kept. The new worker runs
+    the task a second time and it succeeds. With `task_acks_late` off the
+    message is acknowledged on receipt and lost with the worker: the task
+    never completes and this test times out waiting for it.
+    """
+    key = unique()
+    with managed(start_worker(stack.short_visibility_env, stack.log_dir, concurrency=1)) as first:
+        task_id = submit(stack.stub, "tests.faults.hold", key, HOLD_SECONDS)
+        pool_pid = _first_run_pid(stack, key)
+        _kill_worker(first, pool_pid)
+    status = stack.stub.GetStatus(pb.GetStatusRequest(task_id=task_id), timeout=5)
+    assert not pb.TaskState.Name(status.state).endswith(("SUCCESS", "FAILURE"))
+
+    with managed(start_worker(stack.short_visibility_env, stack.log_dir, concurrency=1)):
+        outcome = await_result(stack.stub, task_id, timeout=30)
+    assert pb.TaskState.Name(outcome.state) == "TASK_STATE_SUCCESS", outcome.error
+    assert outcome.result_json == "2"
+    with stack.redis.client() as client:
+        assert runs(client, key) == 2
