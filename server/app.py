@@ -3,6 +3,7 @@
 import asyncio
 import logging
 import signal
+import ssl
 from dataclasses import dataclass
 
 import grpc
@@ -87,6 +88,15 @@ def bind(server: grpc.aio.Server, listen: str, security: SecuritySettings) -> in
     """Listen on `listen`, with TLS (and client certificates) when configured."""
     if security.tls_cert is None or security.tls_key is None:
         return server.add_insecure_port(listen)
+    try:
+        # gRPC only says "Failed to bind" for a bad certificate or key: check them first.
+        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(
+            security.tls_cert, security.tls_key
+        )
+    except (ssl.SSLError, OSError) as exc:
+        raise ConfigurationError(
+            f"TASKGATE_TLS_CERT and TASKGATE_TLS_KEY are not a PEM certificate and its key: {exc}"
+        ) from None
     credentials = grpc.ssl_server_credentials(
         [(security.tls_key.read_bytes(), security.tls_cert.read_bytes())],
         root_certificates=security.tls_client_ca.read_bytes() if security.tls_client_ca else None,
@@ -142,6 +152,13 @@ async def start(settings: GatewaySettings) -> RunningGateway:
         options=[
             ("grpc.max_receive_message_length", settings.security.max_message_bytes),
             ("grpc.max_send_message_length", settings.security.max_message_bytes),
+            # gRPC core's own queue of calls not yet handed to a handler is far smaller
+            # than our limit, and cancels the overflow silently: size it to match.
+            ("grpc.server.max_pending_requests", settings.security.max_concurrent_calls),
+            (
+                "grpc.server.max_pending_requests_hard_limit",
+                2 * settings.security.max_concurrent_calls,
+            ),
         ],
     )
     servicer = TaskService(

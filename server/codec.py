@@ -1,6 +1,7 @@
 """JSON text in and out: arguments are validated here before any worker sees them."""
 
 import json
+import math
 from typing import Any
 
 from server.errors import InvalidArgument
@@ -27,13 +28,21 @@ def _depth(value: Any) -> int:
     return deepest
 
 
+def _finite(text: str) -> float:
+    # 1e999 is valid JSON but becomes infinity, which other languages cannot read back.
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text} is out of the range of a double")
+    return value
+
+
 def _loads(field: str, text: str) -> Any:
     size = len(text.encode())
     if size > MAX_JSON_BYTES:
         raise InvalidArgument(field, f"is {size} bytes; at most {MAX_JSON_BYTES} are accepted")
     too_deep = f"JSON nests deeper than {MAX_JSON_DEPTH} levels"
     try:
-        value = json.loads(text, parse_constant=_reject_constant)
+        value = json.loads(text, parse_constant=_reject_constant, parse_float=_finite)
     except ValueError as exc:
         raise InvalidArgument(field, f"not valid JSON: {exc}") from None
     except RecursionError:

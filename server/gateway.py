@@ -44,8 +44,11 @@ class Gateway:
         self._watcher = watcher
         self._registry = registry
 
-    async def status(self, task_id: str) -> TaskView:
-        """The task's current state; NotFound for an id this gateway never dispatched."""
+    async def status(self, task_id: str, *, refuse_ignored: bool = True) -> TaskView:
+        """The task's current state; NotFound for an id this gateway never dispatched.
+
+        ResultIgnored for a task that stores no state, unless `refuse_ignored` is off.
+        """
         snapshot, raw_record = await self._store.read_with(task_id, self._records.key(task_id))
         record = None if raw_record is None else DispatchRecord.decode(raw_record)
         if snapshot is None and record is None:
@@ -54,7 +57,8 @@ class Gateway:
             assert record is not None
             if self._records.result_expired(record, time.time()):
                 raise NotFound(f"task {task_id} ({record.task}) finished and its result expired")
-            self._refuse_ignored(task_id, record.task)
+            if refuse_ignored:
+                self._refuse_ignored(task_id, record.task)
         return TaskView(task_id, snapshot or PENDING, record)
 
     def _refuse_ignored(self, task_id: str, task: str) -> None:
@@ -121,7 +125,7 @@ class Gateway:
         self, task_id: str, terminate: bool
     ) -> tuple["pb.CancelOutcome.ValueType", TaskView]:
         """Revoke the task; returns the CancelOutcome and the state after it."""
-        view = await self.status(task_id)
+        view = await self.status(task_id, refuse_ignored=False)
         if view.snapshot.ready:
             return pb.CANCEL_OUTCOME_ALREADY_FINISHED, view
         await self._dispatcher.revoke(task_id, terminate)
@@ -129,8 +133,10 @@ class Gateway:
         if view.snapshot.state_name in (states.PENDING, states.RETRY) and (
             await self._store.mark_revoked(task_id, task)
         ):
-            return pb.CANCEL_OUTCOME_REVOKED, await self.status(task_id)
-        view = await self.status(task_id)  # a worker may have moved it on meanwhile
+            return pb.CANCEL_OUTCOME_REVOKED, await self.status(task_id, refuse_ignored=False)
+        view = await self.status(
+            task_id, refuse_ignored=False
+        )  # a worker may have moved it on meanwhile
         if view.snapshot.state_name == states.REVOKED:
             # A worker that had the message marked it first, answering our revoke.
             return pb.CANCEL_OUTCOME_REVOKED, view

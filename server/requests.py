@@ -6,21 +6,28 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from server import codec
+from server import codec, times
 from server.errors import InvalidArgument
 from taskgate.v1 import task_service_pb2 as pb
 
 _TASK_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.:\-]*")
-_NAME = re.compile(r"[A-Za-z0-9_.:\-]+")  # queues and header names
+_HEADER_NAME = re.compile(r"[A-Za-z0-9_.:\-]+")
+# No ':' and no leading '_': kombu keeps its own keys (_kombu.binding.*) beside the
+# queues in the broker's Redis, and other applications name theirs with ':'.
+_QUEUE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]*")
+# Keys kombu and Celery keep in the same Redis: a queue of that name breaks every worker.
+RESERVED_QUEUES = frozenset({"unacked", "unacked_index", "unacked_mutex"})
+RESERVED_QUEUE_PREFIXES = ("celery-task-meta-", "celery-taskset-meta-", "chord-unlock-")
 MAX_NAME_BYTES = 255
 
-# Celery's own message headers: a caller's header with one of these names would
-# overwrite the protocol (the task name among them) and bypass the catalog.
+# Celery's and kombu's own message headers: a caller's header with one of these names
+# would overwrite the protocol (the task name among them) and bypass the catalog.
 RESERVED_HEADERS = frozenset(
     {
         "lang", "task", "id", "shadow", "eta", "expires", "group", "group_index",
         "retries", "timelimit", "root_id", "parent_id", "argsrepr", "kwargsrepr",
         "origin", "ignore_result", "replaced_task_nesting", "stamped_headers", "stamps",
+        "compression",  # kombu would try to decompress the body and drop the task
     }
 )  # fmt: skip
 
@@ -65,12 +72,10 @@ def _parse_retry_policy(policy: pb.PublishRetryPolicy) -> dict[str, Any]:
         raise InvalidArgument(
             "options.retry_policy.max_retries", f"must be at most {MAX_PUBLISH_RETRIES}"
         )
-    intervals = {}
-    for name in ("interval_start", "interval_step", "interval_max"):
-        seconds = getattr(policy, name).ToTimedelta().total_seconds()
-        if seconds < 0:
-            raise InvalidArgument(f"options.retry_policy.{name}", "must not be negative")
-        intervals[name] = seconds
+    intervals = {
+        name: times.seconds(getattr(policy, name), f"options.retry_policy.{name}")
+        for name in ("interval_start", "interval_step", "interval_max")
+    }
     return {"retry_policy": {"max_retries": policy.max_retries, **intervals}}
 
 
@@ -79,14 +84,11 @@ def _parse_timing(options: pb.SubmitOptions, now: datetime) -> dict[str, Any]:
     if options.HasField("countdown") and options.HasField("eta"):
         raise InvalidArgument("options.eta", "cannot be set together with options.countdown")
     if options.HasField("countdown"):
-        countdown = options.countdown.ToTimedelta().total_seconds()
-        if countdown < 0:
-            raise InvalidArgument("options.countdown", "must not be negative")
-        parsed["countdown"] = countdown
+        parsed["countdown"] = times.seconds(options.countdown, "options.countdown")
     if options.HasField("eta"):
-        parsed["eta"] = options.eta.ToDatetime(tzinfo=UTC)
+        parsed["eta"] = times.moment(options.eta, "options.eta", now)
     if options.HasField("expires"):
-        expires = options.expires.ToDatetime(tzinfo=UTC)
+        expires = times.moment(options.expires, "options.expires", now)
         if expires <= now:
             raise InvalidArgument("options.expires", "must be in the future")
         parsed["expires"] = expires
@@ -96,9 +98,7 @@ def _parse_timing(options: pb.SubmitOptions, now: datetime) -> dict[str, Any]:
 def _parse_options(options: pb.SubmitOptions, now: datetime) -> dict[str, Any]:
     parsed = _parse_timing(options, now)
     if options.queue:
-        if len(options.queue) > MAX_NAME_BYTES or not _NAME.fullmatch(options.queue):
-            raise InvalidArgument("options.queue", "must be letters, digits, '_', '-', ':', '.'")
-        parsed["queue"] = options.queue
+        parsed["queue"] = _parse_queue(options.queue)
     if options.HasField("priority"):
         if not 0 <= options.priority <= 255:
             raise InvalidArgument("options.priority", "must be between 0 and 255")
@@ -108,6 +108,15 @@ def _parse_options(options: pb.SubmitOptions, now: datetime) -> dict[str, Any]:
     if options.headers:
         parsed["headers"] = _parse_headers(dict(options.headers))
     return parsed
+
+
+def _parse_queue(queue: str) -> str:
+    field = "options.queue"
+    if len(queue) > MAX_NAME_BYTES or not _QUEUE_NAME.fullmatch(queue):
+        raise InvalidArgument(field, "must be letters, digits, '_', '-' and '.', not first '_'")
+    if queue in RESERVED_QUEUES or queue.startswith(RESERVED_QUEUE_PREFIXES):
+        raise InvalidArgument(field, f"{queue!r} is a name the broker uses itself")
+    return queue
 
 
 MAX_HEADERS = 32
@@ -122,7 +131,7 @@ def _parse_headers(headers: dict[str, str]) -> dict[str, str]:
     if len(headers) > MAX_HEADERS:
         raise InvalidArgument(field, f"holds {len(headers)} headers; at most {MAX_HEADERS}")
     for name, value in headers.items():
-        if not _NAME.fullmatch(name) or len(name) > MAX_NAME_BYTES:
+        if not _HEADER_NAME.fullmatch(name) or len(name) > MAX_NAME_BYTES:
             raise InvalidArgument(field, f"{name!r} is not a header name (letters, digits, _-:.)")
         if len(value.encode()) > MAX_HEADER_VALUE_BYTES:
             raise InvalidArgument(field, f"{name!r} is over {MAX_HEADER_VALUE_BYTES} bytes")

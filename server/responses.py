@@ -7,10 +7,10 @@ import grpc
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from server import codec
+from server import codec, times
 from server.auth import Principal
 from server.catalog import Catalog
-from server.errors import InvalidArgument, TaskDidNotSucceed
+from server.errors import TaskDidNotSucceed
 from server.gateway import TaskView
 from server.registry import RegisteredTask, WorkerView
 from taskgate.v1 import task_service_pb2 as pb
@@ -23,9 +23,7 @@ def wait_budget(
     wait: Duration | None, context: grpc.aio.ServicerContext[Any, Any], cap: float
 ) -> float:
     """Seconds to wait: the requested wait, never past the deadline or the gateway's cap."""
-    seconds = wait.ToTimedelta().total_seconds() if wait is not None else 0.0
-    if seconds < 0:
-        raise InvalidArgument("wait", "must not be negative")
+    seconds = times.seconds(wait, "wait") if wait is not None else 0.0
     remaining = context.time_remaining()
     if remaining is not None:
         seconds = min(seconds, remaining - _DEADLINE_MARGIN_SECONDS)

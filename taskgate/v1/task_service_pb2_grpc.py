@@ -36,9 +36,10 @@ class TaskServiceStub:
     answers UNKNOWN. An unexpected server fault is INTERNAL, and a broker or
     result backend that cannot be reached is UNAVAILABLE. Besides those listed,
     every RPC may answer UNAUTHENTICATED (the gateway requires bearer tokens and
-    none or a wrong one was sent) and RESOURCE_EXHAUSTED (the request is over
-    the size limit, or the gateway's concurrency limit or the caller's rate
-    limit is reached; a RetryInfo detail says when to retry).
+    none or a wrong one was sent), RESOURCE_EXHAUSTED (the request is over the
+    size limit, or the gateway's concurrency limit or the caller's rate limit is
+    reached; a RetryInfo detail says when to retry) and INVALID_ARGUMENT (the
+    request's bytes are not the RPC's request message).
     """
 
     def __init__(self, channel):
@@ -100,9 +101,10 @@ class TaskServiceServicer:
     answers UNKNOWN. An unexpected server fault is INTERNAL, and a broker or
     result backend that cannot be reached is UNAVAILABLE. Besides those listed,
     every RPC may answer UNAUTHENTICATED (the gateway requires bearer tokens and
-    none or a wrong one was sent) and RESOURCE_EXHAUSTED (the request is over
-    the size limit, or the gateway's concurrency limit or the caller's rate
-    limit is reached; a RetryInfo detail says when to retry).
+    none or a wrong one was sent), RESOURCE_EXHAUSTED (the request is over the
+    size limit, or the gateway's concurrency limit or the caller's rate limit is
+    reached; a RetryInfo detail says when to retry) and INVALID_ARGUMENT (the
+    request's bytes are not the RPC's request message).
     """
 
     def Submit(self, request, context):
@@ -272,9 +274,10 @@ class TaskService:
     answers UNKNOWN. An unexpected server fault is INTERNAL, and a broker or
     result backend that cannot be reached is UNAVAILABLE. Besides those listed,
     every RPC may answer UNAUTHENTICATED (the gateway requires bearer tokens and
-    none or a wrong one was sent) and RESOURCE_EXHAUSTED (the request is over
-    the size limit, or the gateway's concurrency limit or the caller's rate
-    limit is reached; a RetryInfo detail says when to retry).
+    none or a wrong one was sent), RESOURCE_EXHAUSTED (the request is over the
+    size limit, or the gateway's concurrency limit or the caller's rate limit is
+    reached; a RetryInfo detail says when to retry) and INVALID_ARGUMENT (the
+    request's bytes are not the RPC's request message).
     """
 
     @staticmethod

@@ -37,9 +37,10 @@ class TaskServiceStub:
     answers UNKNOWN. An unexpected server fault is INTERNAL, and a broker or
     result backend that cannot be reached is UNAVAILABLE. Besides those listed,
     every RPC may answer UNAUTHENTICATED (the gateway requires bearer tokens and
-    none or a wrong one was sent) and RESOURCE_EXHAUSTED (the request is over
-    the size limit, or the gateway's concurrency limit or the caller's rate
-    limit is reached; a RetryInfo detail says when to retry).
+    none or a wrong one was sent), RESOURCE_EXHAUSTED (the request is over the
+    size limit, or the gateway's concurrency limit or the caller's rate limit is
+    reached; a RetryInfo detail says when to retry) and INVALID_ARGUMENT (the
+    request's bytes are not the RPC's request message).
     """
 
     @_typing.overload
@@ -132,9 +133,10 @@ class TaskServiceAsyncStub(TaskServiceStub):
     answers UNKNOWN. An unexpected server fault is INTERNAL, and a broker or
     result backend that cannot be reached is UNAVAILABLE. Besides those listed,
     every RPC may answer UNAUTHENTICATED (the gateway requires bearer tokens and
-    none or a wrong one was sent) and RESOURCE_EXHAUSTED (the request is over
-    the size limit, or the gateway's concurrency limit or the caller's rate
-    limit is reached; a RetryInfo detail says when to retry).
+    none or a wrong one was sent), RESOURCE_EXHAUSTED (the request is over the
+    size limit, or the gateway's concurrency limit or the caller's rate limit is
+    reached; a RetryInfo detail says when to retry) and INVALID_ARGUMENT (the
+    request's bytes are not the RPC's request message).
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
@@ -223,9 +225,10 @@ class TaskServiceServicer(metaclass=_abc_1.ABCMeta):
     answers UNKNOWN. An unexpected server fault is INTERNAL, and a broker or
     result backend that cannot be reached is UNAVAILABLE. Besides those listed,
     every RPC may answer UNAUTHENTICATED (the gateway requires bearer tokens and
-    none or a wrong one was sent) and RESOURCE_EXHAUSTED (the request is over
-    the size limit, or the gateway's concurrency limit or the caller's rate
-    limit is reached; a RetryInfo detail says when to retry).
+    none or a wrong one was sent), RESOURCE_EXHAUSTED (the request is over the
+    size limit, or the gateway's concurrency limit or the caller's rate limit is
+    reached; a RetryInfo detail says when to retry) and INVALID_ARGUMENT (the
+    request's bytes are not the RPC's request message).
     """
 
     @_abc_1.abstractmethod
