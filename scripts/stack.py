@@ -12,6 +12,7 @@ import signal
 import socket
 import subprocess
 import sys
+import textwrap
 import time
 import uuid
 from collections.abc import Callable, Mapping
@@ -152,6 +153,16 @@ def celery_env(broker_url: str, backend_url: str, **extra: str) -> dict[str, str
     env.update(CELERY_BROKER_URL=broker_url, CELERY_RESULT_BACKEND=backend_url, **extra)
     env.setdefault("PYTHONUNBUFFERED", "1")
     return env
+
+
+def with_config_module(
+    env: Mapping[str, str], directory: Path, module: str, body: str
+) -> dict[str, str]:
+    """`env` that loads `body`, written to `directory` as module `module`, as the
+    Celery configuration module (CELERY_CONFIG_MODULE), the repository still importable."""
+    (directory / f"{module}.py").write_text(textwrap.dedent(body))
+    path = os.pathsep.join([str(directory), str(REPO_ROOT)])
+    return {**env, "CELERY_CONFIG_MODULE": module, "PYTHONPATH": path}
 
 
 def start_worker(

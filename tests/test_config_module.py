@@ -1,10 +1,8 @@
 """The first-steps article's `celeryconfig.py`, given to taskgate through CELERY_CONFIG_MODULE."""
 
 import json
-import os
 import subprocess
 import sys
-import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,7 +10,15 @@ import grpc
 import pytest
 from google.protobuf.duration_pb2 import Duration
 
-from scripts.stack import REPO_ROOT, Gateway, ManagedProcess, RedisServer, celery_env, start_worker
+from scripts.stack import (
+    REPO_ROOT,
+    Gateway,
+    ManagedProcess,
+    RedisServer,
+    celery_env,
+    start_worker,
+    with_config_module,
+)
 from taskgate.v1 import task_service_pb2 as pb
 from taskgate.v1 import task_service_pb2_grpc as pb_grpc
 from tests.grpc_helpers import call_error, violated_fields
@@ -33,14 +39,9 @@ task_queues = {"celery": {}, "low-priority": {}}
 
 
 def _config_env(tmp_path: Path, redis_server: RedisServer, body: str) -> dict[str, str]:
-    (tmp_path / "articleconfig.py").write_text(textwrap.dedent(body))
     # Database 3: the session's worker on database 0 must not take these tasks.
-    return celery_env(
-        redis_server.db_url(3),
-        redis_server.db_url(3),
-        CELERY_CONFIG_MODULE="articleconfig",
-        PYTHONPATH=os.pathsep.join([str(tmp_path), str(REPO_ROOT)]),
-    )
+    env = celery_env(redis_server.db_url(3), redis_server.db_url(3))
+    return with_config_module(env, tmp_path, "articleconfig", body)
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,5 @@
 """Results expire after `result_expires`; the gateway then says so instead of PENDING."""
 
-import os
 import time
 from collections.abc import Iterator
 
@@ -8,7 +7,7 @@ import grpc
 import pytest
 from google.protobuf.duration_pb2 import Duration
 
-from scripts.stack import REPO_ROOT, Gateway, RedisServer, celery_env, start_worker
+from scripts.stack import Gateway, RedisServer, celery_env, start_worker, with_config_module
 from taskgate.v1 import task_service_pb2 as pb
 from taskgate.v1 import task_service_pb2_grpc as pb_grpc
 from tests.grpc_helpers import call_error
@@ -22,13 +21,12 @@ def short_lived(
 ) -> Iterator[pb_grpc.TaskServiceStub]:
     """A worker and a gateway that keep results for two seconds."""
     tmp_path = tmp_path_factory.mktemp("expiry")
-    (tmp_path / "shortresults.py").write_text(f"result_expires = {RESULT_EXPIRES}\n")
     # Database 4: the session's worker (results kept a day) must not take these tasks.
-    env = celery_env(
-        redis_server.db_url(4),
-        redis_server.db_url(4),
-        CELERY_CONFIG_MODULE="shortresults",
-        PYTHONPATH=os.pathsep.join([str(tmp_path), str(REPO_ROOT)]),
+    env = with_config_module(
+        celery_env(redis_server.db_url(4), redis_server.db_url(4)),
+        tmp_path,
+        "shortresults",
+        f"result_expires = {RESULT_EXPIRES}",
     )
     worker = start_worker(env, tmp_path)
     gateway = Gateway(env, tmp_path)

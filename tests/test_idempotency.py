@@ -1,7 +1,6 @@
 """Idempotent Submit: one key and one request run one task, however the calls race."""
 
 import asyncio
-import os
 import sys
 import time
 import uuid
@@ -22,6 +21,7 @@ from scripts.stack import (
     celery_env,
     free_port,
     start_worker,
+    with_config_module,
 )
 from server.idempotency import Claim, fingerprint
 from server.requests import parse_submit
@@ -172,12 +172,7 @@ def test_a_failed_publish_frees_the_key(stack: Stack, tmp_path: Path) -> None:
 
 
 def test_a_key_is_free_again_after_the_retention_window(stack: Stack, tmp_path: Path) -> None:
-    (tmp_path / "shortretention.py").write_text("result_expires = 1\n")
-    env = {
-        **stack.env,
-        "CELERY_CONFIG_MODULE": "shortretention",
-        "PYTHONPATH": os.pathsep.join([str(tmp_path), str(REPO_ROOT)]),
-    }
+    env = with_config_module(stack.env, tmp_path, "shortretention", "result_expires = 1")
     gateway = Gateway(env, tmp_path)
     key = uuid.uuid4().hex
     try:

@@ -1,6 +1,5 @@
 """Every SubmitOptions field, observed where it matters: on a real worker, or at the broker."""
 
-import os
 import time
 import uuid
 from collections.abc import Iterator
@@ -11,13 +10,13 @@ import grpc
 import pytest
 
 from scripts.stack import (
-    REPO_ROOT,
     Gateway,
     ManagedProcess,
     RedisServer,
     celery_env,
     free_port,
     start_worker,
+    with_config_module,
 )
 from taskgate.v1 import task_service_pb2 as pb
 from taskgate.v1 import task_service_pb2_grpc as pb_grpc
@@ -55,13 +54,7 @@ def _config_env(
     directory: Path, broker: str, backend: str, module: str, body: str
 ) -> dict[str, str]:
     """The environment for processes that load `body` as the Celery configuration module."""
-    (directory / f"{module}.py").write_text(body)
-    return celery_env(
-        broker,
-        backend,
-        CELERY_CONFIG_MODULE=module,
-        PYTHONPATH=os.pathsep.join([str(directory), str(REPO_ROOT)]),
-    )
+    return with_config_module(celery_env(broker, backend), directory, module, body)
 
 
 @pytest.fixture(scope="module")
