@@ -1,7 +1,11 @@
-"""A thousand GetResult calls waiting at once on one gateway, without a thread per wait."""
+"""A thousand GetResult calls waiting at once on one gateway, without a thread per wait.
+
+`TASKGATE_TEST_WAITS=5000 pytest tests/test_concurrent_waits.py` runs the larger form on demand.
+"""
 
 import asyncio
 import json
+import os
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -15,7 +19,7 @@ from taskgate.v1 import task_service_pb2 as pb
 from taskgate.v1 import task_service_pb2_grpc as pb_grpc
 from tests.lifecycle_helpers import RESULT_KEY_PREFIX, seconds
 
-WAITS = 1000
+WAITS = int(os.environ.get("TASKGATE_TEST_WAITS", "1000"))
 QUEUE = "held"  # no worker consumes it until every wait is in place
 MAX_THREADS = 100
 
@@ -85,7 +89,7 @@ async def _wait_all(
         ]
         redis = Redis.from_url(redis_url)
         try:
-            deadline = time.monotonic() + 30
+            deadline = time.monotonic() + 30 * max(1, WAITS // 1000)
             while (subscribed := await _subscribed(redis, task_ids)) < WAITS:
                 assert time.monotonic() < deadline, f"only {subscribed} waits in place"
                 assert not any(call.done() for call in calls), "a wait ended early"
@@ -111,7 +115,6 @@ def test_a_thousand_waits_need_no_thread_each(
     # Batches of 50: one batch of 1000 (even of 100) trips the gateway's Redis connection limit
     # (test_execute_batch.py::test_a_full_batch_is_queued_whole).
     task_ids = _submit_all(stub, batch_size=50)
-    started = time.monotonic()
     replies, threads_while_waiting, peak = asyncio.run(
         _wait_all(gateway, redis_server.url, task_ids, start_held_worker)
     )
@@ -120,4 +123,3 @@ def test_a_thousand_waits_need_no_thread_each(
     assert [reply.result_json for reply in replies] == [str(2 * i) for i in range(WAITS)]
     assert threads_while_waiting < MAX_THREADS, threads_while_waiting
     assert peak < MAX_THREADS, peak
-    assert time.monotonic() - started < 60

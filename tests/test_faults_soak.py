@@ -29,11 +29,11 @@ from tests.fault_helpers import (
     fault_env,
     managed,
     poll,
+    quick_redelivery_options,
     request,
     running,
     runs,
     seconds,
-    transport_options,
     write_config,
 )
 
@@ -66,11 +66,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     config_dir = tmp_path_factory.mktemp("faults-soak-config")
     write_config(
         config_dir,
-        broker_transport_options=transport_options(
-            visibility_timeout=VISIBILITY_SECONDS,
-            unacked_restore_interval=1,
-            unacked_restore_throttle=1,
-        ),
+        broker_transport_options=quick_redelivery_options(VISIBILITY_SECONDS),
     )
     with ExitStack() as processes:
         redis_server = processes.enter_context(managed(RedisServer(log_dir)))

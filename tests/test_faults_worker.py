@@ -22,11 +22,11 @@ from tests.fault_helpers import (
     managed,
     parent_of,
     poll,
+    quick_redelivery_options,
     run_pids,
     running,
     runs,
     submit,
-    transport_options,
     unique,
     write_config,
 )
@@ -57,13 +57,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     config_dir = tmp_path_factory.mktemp("faults-worker-config")
     write_config(
         config_dir,
-        broker_transport_options=transport_options(
-            visibility_timeout=VISIBILITY_SECONDS,
-            # kombu looks for overdue messages every 10 s, scanning only every
-            # 10th time; look every second instead, so the test takes seconds.
-            unacked_restore_interval=1,
-            unacked_restore_throttle=1,
-        ),
+        broker_transport_options=quick_redelivery_options(VISIBILITY_SECONDS),
     )
     with managed(RedisServer(log_dir)) as redis_server:
         env = fault_env(redis_server.url, redis_server.url)
