@@ -1,4 +1,4 @@
-"""The three ways to run `tasks.add(x, x)` and get its result back, behind one shape.
+"""The ways to run `tasks.add(x, x)` and get its result back, behind one shape.
 
 Each front end's `call(x)` submits the task, waits for its result and returns
 an Outcome with the value as the front end reported it; the runner checks it.
@@ -67,7 +67,7 @@ class CeleryFrontEnd:
 class TaskgateFrontEnd:
     """taskgate over gRPC: Submit, then GetResult with a wait."""
 
-    name = "taskgate gRPC"
+    name = "taskgate Submit + GetResult"
 
     def __init__(self, stub: "TaskServiceAsyncStub", wait_seconds: float) -> None:
         self._stub = stub
@@ -83,10 +83,43 @@ class TaskgateFrontEnd:
         for _ in range(MAX_WAITS):
             reply = await self._stub.GetResult(wait, timeout=self._wait + 5)
             if reply.ready:
-                if reply.state != pb.TASK_STATE_SUCCESS:
-                    raise NoResult(f"task {task_id} ended {pb.TaskState.Name(reply.state)}")
-                return Outcome(json.loads(reply.result_json), submitted)
+                return _taskgate_outcome(task_id, reply, submitted)
         raise NoResult(f"task {task_id} not ready after {MAX_WAITS} waits")
+
+
+class TaskgateExecuteFrontEnd:
+    """taskgate over gRPC: Execute, which submits and waits in one call."""
+
+    name = "taskgate Execute"
+
+    def __init__(self, stub: "TaskServiceAsyncStub", wait_seconds: float) -> None:
+        self._stub = stub
+        self._wait = wait_seconds
+
+    async def call(self, x: int) -> Outcome:
+        """Run `tasks.add(x, x)` and return its outcome."""
+        submit = pb.SubmitRequest(task=TASK, args_json=json.dumps([x, x]))
+        wait = Duration(seconds=int(self._wait))
+        reply: pb.ExecuteResponse | pb.GetResultResponse = await self._stub.Execute(
+            pb.ExecuteRequest(submit=submit, wait=wait), timeout=self._wait + 5
+        )
+        for _ in range(MAX_WAITS - 1):
+            if reply.ready:
+                break
+            again = pb.GetResultRequest(task_id=reply.task_id, wait=wait)
+            reply = await self._stub.GetResult(again, timeout=self._wait + 5)
+        if not reply.ready:
+            raise NoResult(f"task {reply.task_id} not ready after {MAX_WAITS} waits")
+        return _taskgate_outcome(reply.task_id, reply, None)
+
+
+def _taskgate_outcome(
+    task_id: str, reply: pb.GetResultResponse | pb.ExecuteResponse, submitted: float | None
+) -> Outcome:
+    """The value of a finished task as taskgate reported it."""
+    if reply.state != pb.TASK_STATE_SUCCESS:
+        raise NoResult(f"task {task_id} ended {pb.TaskState.Name(reply.state)}")
+    return Outcome(json.loads(reply.result_json), submitted)
 
 
 class FlowerAsyncApplyFrontEnd:

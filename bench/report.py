@@ -11,7 +11,7 @@ from bench.settings import BenchSettings
 from bench.stats import Percentiles, Tally
 from bench.suite import FrontEndResult
 
-TASKGATE = "taskgate gRPC"
+BASELINE = "raw Celery"
 _PACKAGES = ("celery", "kombu", "redis", "grpcio", "protobuf", "flower", "tornado", "uvloop")
 
 
@@ -40,7 +40,8 @@ def setup_rows(settings: BenchSettings, quick: bool, load: tuple[float, float]) 
         "order": f"every phase in {settings.rounds} round(s); in each, the front ends take "
         "turns in the order of the tables",
         "clients": "raw Celery: send_task + AsyncResult.get, one thread (a sliding window "
-        "of C tasks for throughput); taskgate: grpc.aio, one channel, C coroutines; "
+        "of C tasks for throughput); taskgate: grpc.aio, one channel, C coroutines "
+        "(Submit then GetResult, or one Execute); "
         "Flower: asyncio HTTP/1.1 keep-alive, C coroutines",
     }
 
@@ -60,11 +61,11 @@ def _row(cells: list[str]) -> str:
 def _percentile_table(
     results: list[FrontEndResult], samples: dict[str, list[float]], title: str
 ) -> list[str]:
-    ours = Percentiles.of(samples[TASKGATE])
+    baseline = Percentiles.of(samples[BASELINE])
     lines = [
         title,
         "",
-        _row(["front end", "median ms", "p90 ms", "p99 ms", "n", "taskgate ÷ this (median)"]),
+        _row(["front end", "median ms", "p90 ms", "p99 ms", "n", "÷ raw Celery (median)"]),
         _row(["---", "---:", "---:", "---:", "---:", "---:"]),
     ]
     for result in results:
@@ -75,7 +76,7 @@ def _percentile_table(
         else:
             cells += [_ms(found.median_ms), _ms(found.p90_ms), _ms(found.p99_ms)]
             cells += [str(len(samples[result.name]))]
-            cells += [_ratio(ours.median_ms if ours else None, found.median_ms)]
+            cells += [_ratio(found.median_ms, baseline.median_ms if baseline else None)]
         lines.append(_row(cells))
     return [*lines, ""]
 
@@ -83,14 +84,14 @@ def _percentile_table(
 def _throughput_table(results: list[FrontEndResult], settings: BenchSettings) -> list[str]:
     head = ["front end"]
     for c in settings.concurrencies:
-        head += [f"C={c} tasks/s", f"C={c} median ms", f"taskgate ÷ this C={c}"]
+        head += [f"C={c} tasks/s", f"C={c} median ms", f"÷ raw Celery C={c}"]
     lines = [
-        "## Throughput (higher is better; ratio > 1: taskgate faster)",
+        "## Throughput (higher is better; ratio < 1: slower than raw Celery)",
         "",
         _row(head),
         _row(["---"] + ["---:"] * (len(head) - 1)),
     ]
-    ours = next(r for r in results if r.name == TASKGATE)
+    baseline = next(r for r in results if r.name == BASELINE)
     for result in results:
         cells = [result.name]
         for c in settings.concurrencies:
@@ -99,7 +100,7 @@ def _throughput_table(results: list[FrontEndResult], settings: BenchSettings) ->
             cells += [
                 f"{tally.tasks_per_second:.0f}" if tally.tasks_per_second else "n/a",
                 _ms(median.median_ms if median else None),
-                _ratio(ours.throughput[c].tasks_per_second, tally.tasks_per_second),
+                _ratio(tally.tasks_per_second, baseline.throughput[c].tasks_per_second),
             ]
         lines.append(_row(cells))
     return [*lines, ""]
@@ -160,7 +161,7 @@ def render(results: list[FrontEndResult], settings: BenchSettings, setup: dict[s
     lines += [_row([key, value]) for key, value in setup.items()] + [""]
     round_trips = {r.name: r.sequential.round_trips for r in results}
     submits = {r.name: r.sequential.submits for r in results}
-    slower = "(lower is better; ratio > 1: taskgate slower)"
+    slower = "(lower is better; ratio > 1: slower than raw Celery)"
     lines += _percentile_table(results, round_trips, f"## Sequential round trip {slower}")
     lines += _percentile_table(results, submits, f"## Submit only, same calls {slower}")
     lines += _throughput_table(results, settings)

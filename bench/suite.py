@@ -14,6 +14,7 @@ from bench.frontends import (
     CeleryFrontEnd,
     FlowerApplyFrontEnd,
     FlowerAsyncApplyFrontEnd,
+    TaskgateExecuteFrontEnd,
     TaskgateFrontEnd,
 )
 from bench.http import JsonClient
@@ -100,9 +101,11 @@ async def run_suite(stack: BenchStack, settings: BenchSettings) -> list[FrontEnd
     http = JsonClient("127.0.0.1", stack.flower_port, timeout=wait * MAX_WAITS + 10)
     try:
         async with grpc.aio.insecure_channel(stack.gateway.address) as channel:
+            stub = pb_grpc.TaskServiceStub(channel)
             contenders: list[Contender] = [
                 CeleryContender(CeleryFrontEnd(app, wait), thread),
-                AsyncContender(TaskgateFrontEnd(pb_grpc.TaskServiceStub(channel), wait)),
+                AsyncContender(TaskgateFrontEnd(stub, wait)),
+                AsyncContender(TaskgateExecuteFrontEnd(stub, wait)),
                 AsyncContender(FlowerAsyncApplyFrontEnd(http, wait)),
                 AsyncContender(FlowerApplyFrontEnd(http, wait)),
             ]

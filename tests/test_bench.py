@@ -18,7 +18,13 @@ from scripts.stack import REPO_ROOT
 
 pytest.importorskip("flower", reason="Flower comes with the bench extra: pip install -e '.[bench]'")
 
-FRONT_ENDS = {"raw Celery", "taskgate gRPC", "Flower async-apply + result", "Flower apply"}
+FRONT_ENDS = {
+    "raw Celery",
+    "taskgate Submit + GetResult",
+    "taskgate Execute",
+    "Flower async-apply + result",
+    "Flower apply",
+}
 
 
 def run_bench(argv: list[str], timeout: float) -> tuple[int, str]:
@@ -60,8 +66,9 @@ def test_quick_run_measures_every_front_end_and_every_answer_is_right(tmp_path: 
             assert tally["tasks_per_second"] > 0
         for tally in [sequential, *phases["throughput"].values()]:
             assert (tally["wrong"], tally["errors"], tally["skipped"]) == (0, 0, 0), (name, tally)
-    assert found["taskgate gRPC"]["sequential"]["submit_median_ms"] > 0
-    assert "| taskgate gRPC |" in report.read_text()
+    assert found["taskgate Submit + GetResult"]["sequential"]["submit_median_ms"] > 0
+    assert found["taskgate Execute"]["sequential"]["submit_median_ms"] is None
+    assert "| taskgate Execute |" in report.read_text()
 
 
 def test_only_right_answers_are_timed() -> None:
