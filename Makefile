@@ -23,6 +23,7 @@ test: $(STAMP) lint typecheck
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/python -m taskgate.codegen lint
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
