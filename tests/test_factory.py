@@ -37,6 +37,7 @@ def test_defaults_are_the_safe_ones() -> None:
     assert config["task_acks_late"] is True
     assert config["task_reject_on_worker_lost"] is True
     assert config["worker_prefetch_multiplier"] == 1
+    assert config["worker_deduplicate_successful_tasks"] is True
     assert config["imports"] == ("worker.tasks",)
 
 

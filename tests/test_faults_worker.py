@@ -4,6 +4,7 @@ The stack is private to this module: its own redis-server (broker and result
 backend) and gateway; each test starts the workers it kills.
 """
 
+import json
 import os
 import signal
 from collections.abc import Iterator
@@ -142,3 +143,49 @@ def test_a_task_whose_whole_worker_is_killed_completes_on_a_new_worker(stack: St
     assert outcome.result_json == "2"
     with stack.redis.client() as client:
         assert runs(client, key) == 2
+
+
+def _redelivered(raw: bytes) -> str:
+    """The queued message `raw` as kombu puts back one that was delivered before."""
+    message = json.loads(raw)
+    message["headers"]["redelivered"] = True
+    message["properties"]["delivery_info"]["redelivered"] = True
+    return json.dumps(message)
+
+
+def test_a_succeeded_task_delivered_again_does_not_run_again(stack: Stack) -> None:
+    """Checks `worker_deduplicate_successful_tasks` (worker/factory.py SAFE_DEFAULTS).
+
+    A worker that dies after storing SUCCESS but before acknowledging leaves a
+    message that comes back marked redelivered. The test makes exactly that
+    message: it copies a task's message from its queue before any worker takes
+    it, lets a worker run the task, then pushes the copy back marked as kombu
+    marks a restored message. The worker skips it because the task already
+    succeeded: the run count stays 1. A second task queued behind the copy
+    shows the worker has dealt with it. With the setting off the copy runs
+    again and the count is 2.
+    """
+    queue, key = unique("dedup-"), unique()
+    options = pb.SubmitOptions(queue=queue)
+    first = stack.stub.Submit(
+        pb.SubmitRequest(task="tests.faults.hold", args_json=json.dumps([key, 0]), options=options),
+        timeout=10,
+    )
+    with stack.redis.client() as client:
+        [raw] = client.lrange(queue, 0, -1)
+    with managed(start_worker(stack.env, stack.log_dir, queues=queue, concurrency=1)):
+        assert await_result(stack.stub, first.task_id).result_json == "1"
+        with stack.redis.client() as client:
+            client.lpush(queue, _redelivered(raw))
+        behind = stack.stub.Submit(
+            pb.SubmitRequest(
+                task="tests.faults.hold", args_json=json.dumps([unique(), 0]), options=options
+            ),
+            timeout=10,
+        )
+        assert await_result(stack.stub, behind.task_id).result_json == "1"
+        with stack.redis.client() as client:
+            assert client.llen(queue) == 0
+            assert runs(client, key) == 1
+    reply = stack.stub.GetResult(pb.GetResultRequest(task_id=first.task_id), timeout=5)
+    assert pb.TaskState.Name(reply.state) == "TASK_STATE_SUCCESS"

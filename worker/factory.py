@@ -26,6 +26,9 @@ SAFE_DEFAULTS: Mapping[str, Any] = {
     "task_acks_late": True,
     "task_reject_on_worker_lost": True,
     "worker_prefetch_multiplier": 1,
+    # A message delivered again after its task already succeeded (its worker died between
+    # storing SUCCESS and acknowledging) is skipped instead of run twice.
+    "worker_deduplicate_successful_tasks": True,
     # Callers see STARTED while a task runs, and GetStatus can name the task and worker.
     "task_track_started": True,
     "result_extended": True,
@@ -108,6 +111,7 @@ _REPORTED = (
     "task_acks_late",
     "task_reject_on_worker_lost",
     "worker_prefetch_multiplier",
+    "worker_deduplicate_successful_tasks",
     "task_track_started",
     "result_expires",
     "broker_transport_options",
