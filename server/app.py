@@ -3,10 +3,10 @@
 import asyncio
 import logging
 import signal
-import ssl
 from dataclasses import dataclass
 
 import grpc
+from celery import Celery
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from redis.asyncio import BlockingConnectionPool, Redis
@@ -14,14 +14,12 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from server.auth import TokenAuthenticator
 from server.catalog import Catalog
-from server.config import GatewaySettings, SecuritySettings
+from server.config import GatewaySettings
 from server.dispatch import Dispatcher, create_gateway_app
 from server.gateway import Gateway
 from server.idempotency import IdempotencyKeys
-from server.interceptors import GatewayInterceptor
-from server.limits import ConcurrencyLimit, RateLimit
+from server.listener import bind, grpc_server
 from server.records import DispatchRecords, as_seconds
 from server.registry import WorkerRegistry
 from server.results import ResultStore
@@ -72,43 +70,8 @@ def idempotency_retention(settings: GatewaySettings, result_expires: float | Non
     return retention
 
 
-def gateway_interceptor(security: SecuritySettings) -> GatewayInterceptor:
-    """Authentication and limits as configured."""
-    authenticator = TokenAuthenticator.from_file(security.tokens_file)
-    if not authenticator.enabled:
-        logger.warning("no TASKGATE_TOKENS_FILE: every caller may call (authentication off)")
-    rate = None
-    if security.rate_per_second:
-        burst = security.rate_burst or security.rate_per_second
-        rate = RateLimit(security.rate_per_second, max(burst, 1.0))
-    return GatewayInterceptor(authenticator, ConcurrencyLimit(security.max_concurrent_calls), rate)
-
-
-def bind(server: grpc.aio.Server, listen: str, security: SecuritySettings) -> int:
-    """Listen on `listen`, with TLS (and client certificates) when configured."""
-    if security.tls_cert is None or security.tls_key is None:
-        return server.add_insecure_port(listen)
-    try:
-        # gRPC only says "Failed to bind" for a bad certificate or key: check them first.
-        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(
-            security.tls_cert, security.tls_key
-        )
-    except (ssl.SSLError, OSError) as exc:
-        raise ConfigurationError(
-            f"TASKGATE_TLS_CERT and TASKGATE_TLS_KEY are not a PEM certificate and its key: {exc}"
-        ) from None
-    credentials = grpc.ssl_server_credentials(
-        [(security.tls_key.read_bytes(), security.tls_cert.read_bytes())],
-        root_certificates=security.tls_client_ca.read_bytes() if security.tls_client_ca else None,
-        require_client_auth=security.tls_client_ca is not None,
-    )
-    return server.add_secure_port(listen, credentials)
-
-
-async def start(settings: GatewaySettings) -> RunningGateway:
-    """Build everything and start serving on `settings.listen`."""
-    celery_app = create_gateway_app(settings.celery)
-    logger.info("settings in force: %s", describe(celery_app))
+def backend_redis(celery_app: Celery) -> Redis:
+    """The gateway's asyncio client for the result backend, with Celery's socket timeouts."""
     socket_timeout = float(celery_app.conf.redis_socket_timeout or 5.0)
     # A bounded pool that makes callers wait for a connection: redis-py's default pool
     # refuses the 101st concurrent command outright ("Too many connections").
@@ -127,47 +90,40 @@ async def start(settings: GatewaySettings) -> RunningGateway:
             supported_errors=(RedisConnectionError,),
         ),
     )
-    redis = Redis(connection_pool=pool)
+    return Redis(connection_pool=pool)
+
+
+async def start(settings: GatewaySettings) -> RunningGateway:
+    """Build everything and start serving on `settings.listen`."""
+    celery_app = create_gateway_app(settings.celery)
+    logger.info("settings in force: %s", describe(celery_app))
+    redis = backend_redis(celery_app)
     dispatcher = Dispatcher(celery_app, settings.publish_threads)
     watcher = ResultWatcher(redis)
     registry = WorkerRegistry(dispatcher, settings.workers_refresh_seconds)
     catalog = Catalog(settings.task_patterns)
     result_expires = as_seconds(celery_app.conf.result_expires)
     records = DispatchRecords(redis, result_expires)
-    submitter = Submitter(
-        catalog=catalog,
-        dispatcher=dispatcher,
-        records=records,
-        keys=IdempotencyKeys(redis, idempotency_retention(settings, result_expires)),
-    )
-    gateway = Gateway(
-        dispatcher=dispatcher,
-        records=records,
-        store=ResultStore(redis, dispatcher.result_key, result_expires),
-        watcher=watcher,
-        registry=registry,
-    )
-    server = grpc.aio.server(
-        interceptors=[gateway_interceptor(settings.security)],
-        options=[
-            ("grpc.max_receive_message_length", settings.security.max_message_bytes),
-            ("grpc.max_send_message_length", settings.security.max_message_bytes),
-            # gRPC core's own queue of calls not yet handed to a handler is far smaller
-            # than our limit, and cancels the overflow silently: size it to match.
-            ("grpc.server.max_pending_requests", settings.security.max_concurrent_calls),
-            (
-                "grpc.server.max_pending_requests_hard_limit",
-                2 * settings.security.max_concurrent_calls,
-            ),
-        ],
-    )
+    retention = idempotency_retention(settings, result_expires)
     servicer = TaskService(
-        gateway=gateway,
-        submitter=submitter,
+        gateway=Gateway(
+            dispatcher=dispatcher,
+            records=records,
+            store=ResultStore(redis, dispatcher.result_key, result_expires),
+            watcher=watcher,
+            registry=registry,
+        ),
+        submitter=Submitter(
+            catalog=catalog,
+            dispatcher=dispatcher,
+            records=records,
+            keys=IdempotencyKeys(redis, retention),
+        ),
         catalog=catalog,
         registry=registry,
         max_wait_seconds=settings.max_wait_seconds,
     )
+    server = grpc_server(settings.security)
     pb_grpc.add_TaskServiceServicer_to_server(servicer, server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
