@@ -69,9 +69,23 @@ class Gateway:
 
     async def result(self, task_id: str, wait: float) -> TaskView:
         """The task once it is ready, or after `wait` seconds, whichever is first."""
-        view = await self.status(task_id)
+        return await self._until_ready(await self.status(task_id), wait)
+
+    async def result_of_new(self, task_id: str, task: str, wait: float) -> TaskView:
+        """`result` for a task this call has just dispatched (Execute).
+
+        It exists and nothing could have expired, so there is nothing to look up
+        first: the wait's own read, once subscribed, finds whatever is stored.
+        """
+        if wait <= 0:
+            return await self.status(task_id)
+        self._refuse_ignored(task_id, task)
+        return await self._until_ready(TaskView(task_id, PENDING, None), wait)
+
+    async def _until_ready(self, view: TaskView, wait: float) -> TaskView:
         if view.snapshot.ready or wait <= 0:
             return view
+        task_id = view.task_id
         snapshot = view.snapshot
         async with aclosing(self._changes(task_id, snapshot, wait)) as changes:
             async for snapshot in changes:

@@ -70,7 +70,10 @@ class TaskService(pb_grpc.TaskServiceServicer):
         wait = request.wait if request.HasField("wait") else None
         budget = responses.wait_budget(wait, context, self._max_wait)
         submitted = await self._submitter.submit(submission, context.time_remaining())
-        view = await self._gateway.result(submitted.task_id, budget)
+        if submitted.deduplicated:  # an earlier task: it may be long done, even expired
+            view = await self._gateway.result(submitted.task_id, budget)
+        else:
+            view = await self._gateway.result_of_new(submitted.task_id, submission.task, budget)
         return responses.execute_response(view, propagate=request.propagate)
 
     async def SubmitBatch(

@@ -1,13 +1,15 @@
 """Small helpers for asserting on gRPC errors as a caller sees them."""
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
 import pytest
 from google.protobuf.message import Message
 from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
+
+M = TypeVar("M", bound=Message)
 
 
 def call_error(call: Callable[[], Any]) -> grpc.RpcError:
@@ -24,7 +26,7 @@ def rich_status(error: grpc.RpcError) -> status_pb2.Status:
     return status
 
 
-def detail(status: status_pb2.Status, message_type: type[Message]) -> Message:
+def detail(status: status_pb2.Status, message_type: type[M]) -> M:
     """The first detail of `message_type` in `status`."""
     for holder in status.details:
         found = message_type()
@@ -37,5 +39,4 @@ def violated_fields(error: grpc.RpcError) -> list[str]:
     """The field names of the BadRequest detail of an INVALID_ARGUMENT error."""
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT, error.details()
     bad_request = detail(rich_status(error), error_details_pb2.BadRequest)
-    assert isinstance(bad_request, error_details_pb2.BadRequest)
     return [violation.field for violation in bad_request.field_violations]

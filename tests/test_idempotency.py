@@ -133,7 +133,6 @@ def test_the_same_key_for_another_request_is_already_exists(stack: Stack) -> Non
     error = call_error(lambda: stack.stub.Submit(other, timeout=10))
     assert error.code() == grpc.StatusCode.ALREADY_EXISTS
     info = detail(rich_status(error), error_details_pb2.ErrorInfo)
-    assert isinstance(info, error_details_pb2.ErrorInfo)
     assert (info.reason, info.metadata["task_id"]) == ("IDEMPOTENCY_KEY_REUSED", first.task_id)
     changed_options = counting(key, key)
     changed_options.options.priority = 5

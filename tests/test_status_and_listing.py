@@ -90,7 +90,6 @@ def test_status_counts_the_retries(stub: pb_grpc.TaskServiceStub) -> None:
 def _assert_result_ignored(error: grpc.RpcError, task_id: str) -> None:
     assert error.code() == grpc.StatusCode.FAILED_PRECONDITION, error.details()
     info = detail(rich_status(error), error_details_pb2.ErrorInfo)
-    assert isinstance(info, error_details_pb2.ErrorInfo)
     assert (info.reason, info.metadata["task_id"]) == ("RESULT_IGNORED", task_id)
 
 
