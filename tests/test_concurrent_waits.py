@@ -15,6 +15,7 @@ import pytest
 from redis.asyncio import Redis
 
 from scripts.stack import Gateway, ManagedProcess, RedisServer, start_worker
+from server.batch import MAX_BATCH
 from taskgate.v1 import task_service_pb2 as pb
 from taskgate.v1 import task_service_pb2_grpc as pb_grpc
 from tests.lifecycle_helpers import RESULT_KEY_PREFIX, seconds
@@ -112,9 +113,7 @@ def test_a_thousand_waits_need_no_thread_each(
     redis_server: RedisServer,
     start_held_worker: Callable[[], ManagedProcess],
 ) -> None:
-    # Batches of 50: one batch of 1000 (even of 100) trips the gateway's Redis connection limit
-    # (test_execute_batch.py::test_a_full_batch_is_queued_whole).
-    task_ids = _submit_all(stub, batch_size=50)
+    task_ids = _submit_all(stub, batch_size=MAX_BATCH)
     replies, threads_while_waiting, peak = asyncio.run(
         _wait_all(gateway, redis_server.url, task_ids, start_held_worker)
     )
