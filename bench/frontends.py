@@ -64,53 +64,49 @@ class CeleryFrontEnd:
         return Outcome(result.get(timeout=self.wait_seconds * MAX_WAITS), submitted)
 
 
-class TaskgateFrontEnd:
-    """taskgate over gRPC: Submit, then GetResult with a wait."""
-
-    name = "taskgate Submit + GetResult"
+class _TaskgateClient:
+    """What both taskgate front ends share: the stub, and waiting with GetResult."""
 
     def __init__(self, stub: "TaskServiceAsyncStub", wait_seconds: float) -> None:
         self._stub = stub
         self._wait = wait_seconds
 
-    async def call(self, x: int) -> Outcome:
-        """Run `tasks.add(x, x)` and return its outcome."""
-        start = perf_counter()
-        request = pb.SubmitRequest(task=TASK, args_json=json.dumps([x, x]))
-        task_id = (await self._stub.Submit(request, timeout=self._wait)).task_id
-        submitted = perf_counter() - start
+    async def _result(self, task_id: str, tries: int, submitted: float | None) -> Outcome:
+        """Wait with GetResult up to `tries` times; the outcome once the task is ready."""
         wait = pb.GetResultRequest(task_id=task_id, wait=Duration(seconds=int(self._wait)))
-        for _ in range(MAX_WAITS):
+        for _ in range(tries):
             reply = await self._stub.GetResult(wait, timeout=self._wait + 5)
             if reply.ready:
                 return _taskgate_outcome(task_id, reply, submitted)
         raise NoResult(f"task {task_id} not ready after {MAX_WAITS} waits")
 
 
-class TaskgateExecuteFrontEnd:
+class TaskgateFrontEnd(_TaskgateClient):
+    """taskgate over gRPC: Submit, then GetResult with a wait."""
+
+    name = "taskgate Submit + GetResult"
+
+    async def call(self, x: int) -> Outcome:
+        """Run `tasks.add(x, x)` and return its outcome."""
+        start = perf_counter()
+        request = pb.SubmitRequest(task=TASK, args_json=json.dumps([x, x]))
+        task_id = (await self._stub.Submit(request, timeout=self._wait)).task_id
+        return await self._result(task_id, MAX_WAITS, perf_counter() - start)
+
+
+class TaskgateExecuteFrontEnd(_TaskgateClient):
     """taskgate over gRPC: Execute, which submits and waits in one call."""
 
     name = "taskgate Execute"
 
-    def __init__(self, stub: "TaskServiceAsyncStub", wait_seconds: float) -> None:
-        self._stub = stub
-        self._wait = wait_seconds
-
     async def call(self, x: int) -> Outcome:
         """Run `tasks.add(x, x)` and return its outcome."""
         submit = pb.SubmitRequest(task=TASK, args_json=json.dumps([x, x]))
-        wait = Duration(seconds=int(self._wait))
-        reply: pb.ExecuteResponse | pb.GetResultResponse = await self._stub.Execute(
-            pb.ExecuteRequest(submit=submit, wait=wait), timeout=self._wait + 5
-        )
-        for _ in range(MAX_WAITS - 1):
-            if reply.ready:
-                break
-            again = pb.GetResultRequest(task_id=reply.task_id, wait=wait)
-            reply = await self._stub.GetResult(again, timeout=self._wait + 5)
-        if not reply.ready:
-            raise NoResult(f"task {reply.task_id} not ready after {MAX_WAITS} waits")
-        return _taskgate_outcome(reply.task_id, reply, None)
+        execute = pb.ExecuteRequest(submit=submit, wait=Duration(seconds=int(self._wait)))
+        reply = await self._stub.Execute(execute, timeout=self._wait + 5)
+        if reply.ready:
+            return _taskgate_outcome(reply.task_id, reply, None)
+        return await self._result(reply.task_id, MAX_WAITS - 1, None)
 
 
 def _taskgate_outcome(

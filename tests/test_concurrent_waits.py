@@ -48,8 +48,8 @@ def start_held_worker(
         process.stop()
 
 
-def _submit_all(stub: pb_grpc.TaskServiceStub, batch_size: int) -> list[str]:
-    """Submit tasks.add(i, i) for every i, in batches of `batch_size`; their ids in order."""
+def _submit_all(stub: pb_grpc.TaskServiceStub) -> list[str]:
+    """Submit tasks.add(i, i) for every i, in full batches; their ids in order."""
     requests = [
         pb.SubmitRequest(
             task="tasks.add", args_json=json.dumps([i, i]), options=pb.SubmitOptions(queue=QUEUE)
@@ -57,8 +57,8 @@ def _submit_all(stub: pb_grpc.TaskServiceStub, batch_size: int) -> list[str]:
         for i in range(WAITS)
     ]
     task_ids: list[str] = []
-    for start in range(0, WAITS, batch_size):
-        batch = pb.SubmitBatchRequest(requests=requests[start : start + batch_size])
+    for start in range(0, WAITS, MAX_BATCH):
+        batch = pb.SubmitBatchRequest(requests=requests[start : start + MAX_BATCH])
         results = stub.SubmitBatch(batch, timeout=30).results
         errors = [result.error for result in results if result.WhichOneof("outcome") == "error"]
         assert not errors, f"{len(errors)} of {len(results)} refused, first: {errors[0]}"
@@ -113,7 +113,7 @@ def test_a_thousand_waits_need_no_thread_each(
     redis_server: RedisServer,
     start_held_worker: Callable[[], ManagedProcess],
 ) -> None:
-    task_ids = _submit_all(stub, batch_size=MAX_BATCH)
+    task_ids = _submit_all(stub)
     replies, threads_while_waiting, peak = asyncio.run(
         _wait_all(gateway, redis_server.url, task_ids, start_held_worker)
     )

@@ -24,6 +24,7 @@ from tests.fault_helpers import (
     parent_of,
     poll,
     quick_redelivery_options,
+    request,
     run_pids,
     running,
     runs,
@@ -166,26 +167,24 @@ def test_a_succeeded_task_delivered_again_does_not_run_again(stack: Stack) -> No
     again and the count is 2.
     """
     queue, key = unique("dedup-"), unique()
-    options = pb.SubmitOptions(queue=queue)
-    first = stack.stub.Submit(
-        pb.SubmitRequest(task="tests.faults.hold", args_json=json.dumps([key, 0]), options=options),
-        timeout=10,
-    )
+
+    def hold_on_queue(run_key: str) -> str:
+        """Submit tests.faults.hold(run_key, 0) to the test's queue; its task id."""
+        held = request("tests.faults.hold", run_key, 0)
+        held.options.queue = queue
+        return stack.stub.Submit(held, timeout=10).task_id
+
+    first = hold_on_queue(key)
     with stack.redis.client() as client:
         [raw] = client.lrange(queue, 0, -1)
     with managed(start_worker(stack.env, stack.log_dir, queues=queue, concurrency=1)):
-        assert await_result(stack.stub, first.task_id).result_json == "1"
+        assert await_result(stack.stub, first).result_json == "1"
         with stack.redis.client() as client:
             client.lpush(queue, _redelivered(raw))
-        behind = stack.stub.Submit(
-            pb.SubmitRequest(
-                task="tests.faults.hold", args_json=json.dumps([unique(), 0]), options=options
-            ),
-            timeout=10,
-        )
-        assert await_result(stack.stub, behind.task_id).result_json == "1"
+        behind = hold_on_queue(unique())
+        assert await_result(stack.stub, behind).result_json == "1"
         with stack.redis.client() as client:
             assert client.llen(queue) == 0
             assert runs(client, key) == 1
-    reply = stack.stub.GetResult(pb.GetResultRequest(task_id=first.task_id), timeout=5)
+    reply = stack.stub.GetResult(pb.GetResultRequest(task_id=first), timeout=5)
     assert pb.TaskState.Name(reply.state) == "TASK_STATE_SUCCESS"
