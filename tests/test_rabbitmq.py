@@ -14,12 +14,16 @@ from dataclasses import dataclass
 
 import grpc
 import pytest
+import redis
 from google.protobuf.duration_pb2 import Duration
 
 from scripts.stack import REPO_ROOT, Gateway, ManagedProcess, RedisServer, celery_env, start_worker
 from taskgate.v1 import task_service_pb2 as pb
 from taskgate.v1 import task_service_pb2_grpc as pb_grpc
+from tests.fault_helpers import runs
 from tests.grpc_helpers import call_error
+from worker.config import CelerySettings
+from worker.factory import create_app
 
 
 def _rabbitmqctl(*args: str) -> None:
@@ -136,3 +140,23 @@ def test_an_unreachable_rabbitmq_is_unavailable(
             assert error.code() == grpc.StatusCode.UNAVAILABLE
     finally:
         gateway.stop()
+
+
+def test_copies_of_a_message_run_the_task_once(
+    rabbit: RabbitStack, redis_server: RedisServer
+) -> None:
+    """Three messages with one task id, as a retried publish leaves them: one run
+    (worker/guard.py); a task sent behind them shows the worker took all three."""
+    key, task_id = uuid.uuid4().hex, str(uuid.uuid4())
+    settings = CelerySettings(rabbit.env["CELERY_BROKER_URL"], rabbit.env["CELERY_RESULT_BACKEND"])
+    publisher = create_app(settings, load_tasks=False)
+    try:
+        for _ in range(3):
+            publisher.send_task("tests.count_run", args=[key], task_id=task_id)
+        behind = publisher.send_task("tests.count_run", args=[uuid.uuid4().hex])
+    finally:
+        publisher.close()
+    get = pb.GetResultRequest(task_id=behind.id, wait=Duration(seconds=20))
+    assert rabbit.stub.GetResult(get, timeout=30).result_json == "1"
+    with redis.Redis.from_url(redis_server.db_url(2)) as client:
+        assert runs(client, key) == 1

@@ -13,6 +13,7 @@ from celery import Celery
 from kombu.utils.url import maybe_sanitize_url
 
 from worker.config import DEFAULT_REDIS_URL, EXAMPLE_TASK_MODULE, CelerySettings
+from worker.guard import GUARDED_TASK
 
 logger = logging.getLogger(__name__)
 
@@ -132,7 +133,10 @@ def describe(app: Celery) -> str:
 
 
 def create_app(settings: CelerySettings, *, load_tasks: bool = True) -> Celery:
-    """Build a configured Celery app; the gateway passes `load_tasks=False`."""
-    app = Celery("taskgate")
+    """Build a configured Celery app; the gateway passes `load_tasks=False`.
+
+    Workers' tasks skip duplicate messages of a task id (`worker.guard`).
+    """
+    app = Celery("taskgate", task_cls=GUARDED_TASK if load_tasks else None)
     app.conf.update(build_config(settings, load_tasks=load_tasks))
     return app
