@@ -2,9 +2,11 @@
 
 import asyncio
 import functools
+import itertools
 import logging
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 
 from celery import Celery
@@ -23,6 +25,7 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 _REDIS_SCHEMES = ("redis", "rediss")
+_KOMBU_VISIBILITY_TIMEOUT = 3600  # kombu's own default, when the options set none
 _PUBLISH_ERRORS = (OperationalError, OSError, RedisConnectionError, RedisTimeoutError)
 
 
@@ -58,20 +61,52 @@ def create_gateway_app(settings: CelerySettings) -> Celery:
     return app
 
 
-def fit_retries(policy: Mapping[str, Any], budget: float | None) -> dict[str, Any]:
-    """`policy` with `max_retries` lowered so that its pauses end within `budget` seconds."""
-    if budget is None:
-        return dict(policy)
-    start = float(policy.get("interval_start", 0))
-    step = float(policy.get("interval_step", 0))
-    longest = float(policy.get("interval_max", 1))
-    spent, fitted = 0.0, 0
-    for attempt in range(int(policy.get("max_retries", 3))):
-        pause = min(start + attempt * step, longest)
-        if spent + pause >= budget:
-            break
-        spent, fitted = spent + pause, fitted + 1
-    return {**policy, "max_retries": fitted}
+@dataclass(frozen=True)
+class PublishRetries:
+    """How often and how far apart to try a publish, within the call's deadline.
+
+    A try that failed slowly (a socket timeout) may fail as slowly again, so a
+    retry starts only while its pause and another try as long as the last one
+    still fit in the time left; a refused connection fails at once and is retried.
+    """
+
+    max_retries: int
+    interval_start: float
+    interval_step: float
+    interval_max: float
+
+    @classmethod
+    def of(cls, policy: Mapping[str, Any]) -> "PublishRetries":
+        """Read Celery's `retry_policy` form (max_retries and interval_* keys)."""
+        return cls(
+            max_retries=int(policy.get("max_retries", 3)),
+            interval_start=float(policy.get("interval_start", 0)),
+            interval_step=float(policy.get("interval_step", 0.2)),
+            interval_max=float(policy.get("interval_max", 1)),
+        )
+
+    def pause_before(
+        self, retry: int, time_left: float | None, last_try: float = 0.0
+    ) -> float | None:
+        """Seconds to wait before retry number `retry` (1, 2, ...); None: give up.
+
+        `last_try` is how long the failed try took, `time_left` the call's budget now.
+        """
+        if retry > self.max_retries:
+            return None
+        pause = min(self.interval_start + (retry - 1) * self.interval_step, self.interval_max)
+        if time_left is not None and pause + last_try > time_left:
+            return None
+        return pause
+
+
+def visibility_timeout(app: Celery) -> float | None:
+    """The Redis broker's visibility timeout in seconds; None for other brokers."""
+    scheme = str(app.conf.broker_url).partition("://")[0]
+    if scheme not in (*_REDIS_SCHEMES, "sentinel"):
+        return None
+    options = app.conf.broker_transport_options or {}
+    return float(options.get("visibility_timeout") or _KOMBU_VISIBILITY_TIMEOUT)
 
 
 class Dispatcher:
@@ -79,6 +114,8 @@ class Dispatcher:
 
     def __init__(self, app: Celery, threads: int) -> None:
         self._app = app
+        self.visibility_timeout = visibility_timeout(app)
+        """How long a Redis broker waits for an acknowledgement before it redelivers."""
         # kombu's publish blocks; one thread per pooled broker connection.
         self._executor = ThreadPoolExecutor(threads, thread_name_prefix="taskgate-publish")
         # Asking the workers can take seconds while the broker is down: never ahead of a publish.
@@ -108,22 +145,40 @@ class Dispatcher:
     async def publish(self, task_id: str, submission: Submission, time_left: float | None) -> None:
         """Send the task to the broker; raises Unavailable when the broker cannot take it.
 
-        The publish is retried by the request's policy, or else the configured one,
-        with no more retries than fit in `time_left` seconds (the call's deadline).
+        kombu's own retry is off: it would send again after a timeout that may have
+        delivered the message, with no bound from the deadline. The retries here
+        follow the request's policy (or the configured one) within `time_left`, and
+        every try carries the same task id, so a copy that did land is skipped by the
+        workers' guard (worker/guard.py) instead of running twice.
         """
         options = dict(submission.options)
         policy = options.pop("retry_policy", None) or self._app.conf.task_publish_retry_policy
+        retries = PublishRetries.of(policy)
         send = functools.partial(
             self._app.send_task,
             submission.task,
             args=submission.args,
             kwargs=submission.kwargs,
             task_id=task_id,
+            # One try each: kombu's retry would resend after an ambiguous timeout, and
+            # retry=False makes kombu itself wait out broker_connection_timeout instead.
             retry=True,
-            retry_policy=fit_retries(policy, time_left),
+            retry_policy={"max_retries": 0},
             **options,
         )
-        await self._run(send, f"publish of {task_id}")
+        loop = asyncio.get_running_loop()
+        deadline = None if time_left is None else loop.time() + time_left
+        for retry in itertools.count(1):
+            started = loop.time()
+            try:
+                await self._run(send, f"publish of {task_id}")
+                return
+            except Unavailable:
+                left = None if deadline is None else deadline - loop.time()
+                pause = retries.pause_before(retry, left, loop.time() - started)
+                if pause is None:
+                    raise
+                await asyncio.sleep(pause)
 
     async def revoke(self, task_id: str, terminate: bool) -> None:
         """Broadcast Celery's revoke to the workers; with `terminate`, SIGTERM a running task."""

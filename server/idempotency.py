@@ -1,10 +1,13 @@
 """Idempotency keys: one key and one request dispatch one task, however many calls race.
 
 A key is claimed atomically (`SET NX GET`) for a fresh task id before anything is
-published; the claim says whether the publish has happened. A claim left
-unpublished by a gateway that died mid-call is taken over, with the same task
-id, once it is older than `stale_after`: the task may then be published twice
-under one id (at-least-once), but never under two ids.
+published; the claim says whether the publish has happened, and until when the
+call that holds it may still be publishing (its lease: the call's deadline). A
+claim that is unpublished past its lease (its call failed, timed out or died
+with its gateway, or its own write landed late) is taken over by the next call
+with the same key, under the same task id. The task may then be published twice
+under one id, and the workers' guard (worker/guard.py) runs it once; a key never
+dispatches a second task id.
 """
 
 import hashlib
@@ -50,6 +53,16 @@ class Claim:
     fingerprint: str
     claimed_at: float
     published: bool = False
+    lease_until: float = 0.0
+    """Until when the holder may still be publishing; 0 once it has given up."""
+
+    def lapsed(self, now: float) -> bool:
+        """True when nobody is publishing this unpublished claim any more."""
+        return not self.published and now >= self.lease_until
+
+    def released(self) -> "Claim":
+        """The claim, bound to its task id still, with nobody publishing it."""
+        return replace(self, lease_until=0.0)
 
     def encode(self) -> str:
         """The stored form; compared byte for byte by the compare-and-set script."""

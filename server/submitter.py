@@ -3,7 +3,7 @@
 import asyncio
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 from server.auth import current_principal
@@ -16,9 +16,9 @@ from server.requests import Submission
 
 # How often a call re-reads a key that another call is publishing right now.
 _CLAIM_POLL_SECONDS = 0.05
-# A claim still unpublished after this long belongs to a call that died: longer
-# than the slowest publish (connect timeouts times the bounded retries).
-STALE_CLAIM_SECONDS = 30.0
+# The lease of a call without a deadline: longer than its slowest publish (the
+# record's write, then the bounded publish retries, each up to a socket timeout).
+LONGEST_LEASE_SECONDS = 30.0
 
 
 @dataclass(frozen=True)
@@ -49,13 +49,13 @@ class Submitter:
         dispatcher: Dispatcher,
         records: DispatchRecords,
         keys: IdempotencyKeys,
-        stale_after: float = STALE_CLAIM_SECONDS,
+        longest_lease: float = LONGEST_LEASE_SECONDS,
     ) -> None:
         self._catalog = catalog
         self._dispatcher = dispatcher
         self._records = records
         self._keys = keys
-        self._stale_after = stale_after
+        self._longest_lease = longest_lease
         self._settling: set[asyncio.Future[None]] = set()  # publishes outliving their caller
 
     async def submit(self, submission: Submission, time_left: float | None = None) -> Submitted:
@@ -70,11 +70,26 @@ class Submitter:
             raise InvalidArgument(
                 "options.queue", f"no queue named {queue!r} is configured (task_queues)"
             )
+        self._refuse_redelivery_loop(submission)
         if not submission.idempotency_key:
             task_id = str(uuid.uuid4())
             await self._dispatch(task_id, submission, time_left)
             return Submitted(task_id)
         return await self._submit_once(submission, submission.idempotency_key, time_left)
+
+    def _refuse_redelivery_loop(self, submission: Submission) -> None:
+        """A Redis broker gives a held message to another worker after its visibility
+        timeout, and a worker holds a countdown/eta task unacknowledged until it starts:
+        a start later than that is delivered again and again (Celery's Redis caveat)."""
+        visibility = self._dispatcher.visibility_timeout
+        if visibility is None or _start_delay(submission) <= visibility:
+            return
+        field = "options.countdown" if "countdown" in submission.options else "options.eta"
+        raise InvalidArgument(
+            field,
+            f"starts more than the Redis broker's visibility_timeout ({visibility:g}s) from "
+            "now; the broker would hand the held task to another worker again and again",
+        )
 
     async def _dispatch(
         self, task_id: str, submission: Submission, time_left: float | None
@@ -91,7 +106,8 @@ class Submitter:
     ) -> Submitted:
         digest = fingerprint(submission)
         while True:
-            mine = Claim(str(uuid.uuid4()), digest, time.time())
+            now = time.time()
+            mine = Claim(str(uuid.uuid4()), digest, now, lease_until=now + self._lease(time_left))
             existing = await self._keys.claim(key, mine)
             # Our own claim comes back when a lost reply made redis-py send the claim again.
             if existing is None or existing.task_id == mine.task_id:
@@ -100,12 +116,16 @@ class Submitter:
                 raise IdempotencyKeyReused(key, existing.task_id)
             if existing.published:
                 return Submitted(existing.task_id, deduplicated=True)
-            if time.time() - existing.claimed_at > self._stale_after:
-                # Its gateway died between claim and publish: publish under the same id.
-                taken = Claim(existing.task_id, digest, time.time())
+            if existing.lapsed(now):
+                # Nobody publishes it any more: publish it now, under the same task id.
+                taken = replace(mine, task_id=existing.task_id)
                 if await self._keys.swap(key, existing, taken):
                     return await self._publish_claimed(key, taken, submission, time_left, True)
             await asyncio.sleep(_CLAIM_POLL_SECONDS)  # another call is publishing it now
+
+    def _lease(self, time_left: float | None) -> float:
+        """How long a claim's holder may take to publish: its deadline, within bounds."""
+        return self._longest_lease if time_left is None else min(time_left, self._longest_lease)
 
     async def _publish_claimed(
         self,
@@ -116,7 +136,7 @@ class Submitter:
         deduplicated: bool,
     ) -> Submitted:
         # Shielded: a caller that goes away mid-publish must not leave the key claimed
-        # but unpublished, or every retry would wait for the claim to go stale.
+        # but unsettled, or every retry would wait for the claim's lease to run out.
         publishing = asyncio.ensure_future(
             self._publish_and_settle(key, claim, submission, time_left)
         )
@@ -131,7 +151,9 @@ class Submitter:
         try:
             await self._dispatch(claim.task_id, submission, time_left)
         except Unavailable:
-            # Nothing reached the broker: free the key so that a retry can publish.
-            await self._keys.swap(key, claim, None)
+            # A failed publish may still have reached the broker (a timeout is not a
+            # refusal): the key keeps its task id, released so that a retry publishes
+            # the same id at once; the workers' guard runs it once either way.
+            await self._keys.swap(key, claim, claim.released())
             raise
         await self._keys.mark_published(key, claim)

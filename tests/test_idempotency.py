@@ -151,7 +151,12 @@ def test_a_claim_left_by_a_dead_gateway_is_published_under_its_id(stack: Stack) 
     assert wait_done(stack.stub, orphan.task_id).result_json == "1"
 
 
-def test_a_failed_publish_frees_the_key(stack: Stack, tmp_path: Path) -> None:
+def test_a_failed_publish_keeps_the_key_on_its_task_id_for_the_retry(
+    stack: Stack, tmp_path: Path
+) -> None:
+    """A publish that failed may still have reached a broker (a timeout is not a
+    refusal), so the key keeps its task id, released: the retry publishes that same
+    id at once, never a second task id, and the task runs once."""
     dead_broker = f"redis://127.0.0.1:{free_port()}/0"
     env = {**stack.env, "CELERY_BROKER_URL": dead_broker}
     gateway = Gateway(env, tmp_path)
@@ -164,10 +169,13 @@ def test_a_failed_publish_frees_the_key(stack: Stack, tmp_path: Path) -> None:
     finally:
         gateway.stop()
     with stack.redis.client() as client:
-        assert client.get(KEY_PREFIX + key) is None
+        held = Claim.decode(client.get(KEY_PREFIX + key))
+    assert (held.published, held.lapsed(time.time())) == (False, True)
+    # Had the key stayed leased to the failed call, this retry would wait out its deadline.
     retried = stack.stub.Submit(counting(key, key), timeout=10)
-    assert not retried.deduplicated
+    assert retried.task_id == held.task_id
     assert wait_done(stack.stub, retried.task_id).result_json == "1"
+    assert runs(stack, key) == 1
 
 
 def test_a_key_is_free_again_after_the_retention_window(stack: Stack, tmp_path: Path) -> None:
