@@ -20,7 +20,7 @@ from scripts.stack import (
 )
 from taskgate.v1 import task_service_pb2 as pb
 from taskgate.v1 import task_service_pb2_grpc as pb_grpc
-from tests.grpc_helpers import call_error
+from tests.grpc_helpers import call_error, violated_fields
 from tests.lifecycle_helpers import (
     decoded,
     execute,
@@ -34,6 +34,7 @@ from tests.lifecycle_helpers import (
     unix,
     wait_result,
 )
+from worker.factory import SAFE_DEFAULTS
 
 DELAY = 1.5  # seconds a countdown or eta holds a task back
 
@@ -284,3 +285,29 @@ def test_publish_retries_stop_at_the_deadline(
     assert elapsed < 0.3
     # Nothing keeps retrying behind the caller's back: the next caller is answered at once.
     assert _answers_quickly(one_publish_thread, quick)
+
+
+VISIBILITY_TIMEOUT = float(SAFE_DEFAULTS["broker_transport_options"]["visibility_timeout"])
+
+
+@pytest.mark.parametrize("option", ["countdown", "eta"])
+def test_a_start_past_the_visibility_timeout_is_refused(
+    stub: pb_grpc.TaskServiceStub, option: str
+) -> None:
+    """A Redis broker hands a task held past its visibility timeout to another worker,
+    again and again (Celery's caveat): such a countdown or eta is INVALID_ARGUMENT, and
+    one just inside it is accepted."""
+    late, inside = pb.SubmitOptions(), pb.SubmitOptions()
+    if option == "countdown":
+        late.countdown.CopyFrom(seconds(VISIBILITY_TIMEOUT + 60))
+        inside.countdown.CopyFrom(seconds(VISIBILITY_TIMEOUT / 2))
+    else:
+        late.eta.CopyFrom(timestamp(in_seconds(VISIBILITY_TIMEOUT + 60)))
+        inside.eta.CopyFrom(timestamp(in_seconds(VISIBILITY_TIMEOUT / 2)))
+    refused = pb.SubmitRequest(task="tasks.add", args_json="[1, 2]", options=late)
+    error = call_error(lambda: stub.Submit(refused, timeout=5))
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert violated_fields(error) == [f"options.{option}"]
+    accepted = pb.SubmitRequest(task="tasks.add", args_json="[1, 2]", options=inside)
+    task_id = stub.Submit(accepted, timeout=5).task_id
+    stub.Cancel(pb.CancelRequest(task_id=task_id), timeout=10)
