@@ -118,6 +118,7 @@ async def start(settings: GatewaySettings) -> RunningGateway:
             dispatcher=dispatcher,
             records=records,
             keys=IdempotencyKeys(redis, retention),
+            max_start_delay=settings.max_start_delay_seconds,
         ),
         catalog=catalog,
         registry=registry,

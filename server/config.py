@@ -126,6 +126,11 @@ class GatewaySettings:
     seconds; unset means as long as results are kept (`result_expires`), and it may
     not be shorter than that."""
 
+    max_start_delay_seconds: float | None = None
+    """`TASKGATE_MAX_START_DELAY`: the latest start (countdown or eta) accepted, in
+    seconds from now; unset means no limit. Set it to the Redis broker's
+    visibility_timeout when workers other than taskgate's consume the queues."""
+
     grace_seconds: float = 10.0
     """`TASKGATE_GRACE`: how long calls in flight may finish after SIGTERM."""
 
@@ -143,6 +148,8 @@ class GatewaySettings:
             publish_threads=_whole(env, "TASKGATE_PUBLISH_THREADS", 10),
             workers_refresh_seconds=_float(env, "TASKGATE_WORKERS_REFRESH", 30.0),
             idempotency_retention_seconds=_float(env, "TASKGATE_IDEMPOTENCY_RETENTION", 0.0)
+            or None,
+            max_start_delay_seconds=_float(env, "TASKGATE_MAX_START_DELAY", 0.0, zero_ok=True)
             or None,
             grace_seconds=_float(env, "TASKGATE_GRACE", 10.0),
             security=SecuritySettings.from_env(env),

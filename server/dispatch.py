@@ -25,7 +25,6 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 _REDIS_SCHEMES = ("redis", "rediss")
-_KOMBU_VISIBILITY_TIMEOUT = 3600  # kombu's own default, when the options set none
 _PUBLISH_ERRORS = (OperationalError, OSError, RedisConnectionError, RedisTimeoutError)
 
 
@@ -100,22 +99,11 @@ class PublishRetries:
         return pause
 
 
-def visibility_timeout(app: Celery) -> float | None:
-    """The Redis broker's visibility timeout in seconds; None for other brokers."""
-    scheme = str(app.conf.broker_url).partition("://")[0]
-    if scheme not in (*_REDIS_SCHEMES, "sentinel"):
-        return None
-    options = app.conf.broker_transport_options or {}
-    return float(options.get("visibility_timeout") or _KOMBU_VISIBILITY_TIMEOUT)
-
-
 class Dispatcher:
     """Publishes submissions with `send_task`, off the event loop."""
 
     def __init__(self, app: Celery, threads: int) -> None:
         self._app = app
-        self.visibility_timeout = visibility_timeout(app)
-        """How long a Redis broker waits for an acknowledgement before it redelivers."""
         # kombu's publish blocks; one thread per pooled broker connection.
         self._executor = ThreadPoolExecutor(threads, thread_name_prefix="taskgate-publish")
         # Asking the workers can take seconds while the broker is down: never ahead of a publish.

@@ -49,12 +49,14 @@ class Submitter:
         dispatcher: Dispatcher,
         records: DispatchRecords,
         keys: IdempotencyKeys,
+        max_start_delay: float | None = None,
         longest_lease: float = LONGEST_LEASE_SECONDS,
     ) -> None:
         self._catalog = catalog
         self._dispatcher = dispatcher
         self._records = records
         self._keys = keys
+        self._max_start_delay = max_start_delay
         self._longest_lease = longest_lease
         self._settling: set[asyncio.Future[None]] = set()  # publishes outliving their caller
 
@@ -78,17 +80,16 @@ class Submitter:
         return await self._submit_once(submission, submission.idempotency_key, time_left)
 
     def _refuse_redelivery_loop(self, submission: Submission) -> None:
-        """A Redis broker gives a held message to another worker after its visibility
-        timeout, and a worker holds a countdown/eta task unacknowledged until it starts:
-        a start later than that is delivered again and again (Celery's Redis caveat)."""
-        visibility = self._dispatcher.visibility_timeout
-        if visibility is None or _start_delay(submission) <= visibility:
+        """A worker holds a countdown/eta task unacknowledged until it starts, and a Redis
+        broker hands a message held past its visibility timeout to another worker, again
+        and again (Celery's Redis caveat), unless the worker keeps it fresh as taskgate's
+        workers do (worker/heartbeat.py): operators of other workers set the limit."""
+        limit = self._max_start_delay
+        if limit is None or _start_delay(submission) <= limit:
             return
         field = "options.countdown" if "countdown" in submission.options else "options.eta"
         raise InvalidArgument(
-            field,
-            f"starts more than the Redis broker's visibility_timeout ({visibility:g}s) from "
-            "now; the broker would hand the held task to another worker again and again",
+            field, f"starts more than {limit:g}s from now (TASKGATE_MAX_START_DELAY)"
         )
 
     async def _dispatch(

@@ -20,6 +20,7 @@ from scripts.stack import (
 )
 from taskgate.v1 import task_service_pb2 as pb
 from taskgate.v1 import task_service_pb2_grpc as pb_grpc
+from tests.fault_helpers import managed
 from tests.grpc_helpers import call_error, violated_fields
 from tests.lifecycle_helpers import (
     decoded,
@@ -34,7 +35,6 @@ from tests.lifecycle_helpers import (
     unix,
     wait_result,
 )
-from worker.factory import SAFE_DEFAULTS
 
 DELAY = 1.5  # seconds a countdown or eta holds a task back
 
@@ -287,27 +287,41 @@ def test_publish_retries_stop_at_the_deadline(
     assert _answers_quickly(one_publish_thread, quick)
 
 
-VISIBILITY_TIMEOUT = float(SAFE_DEFAULTS["broker_transport_options"]["visibility_timeout"])
+MAX_START_DELAY = 60.0
+
+
+@pytest.fixture(scope="module")
+def start_limited(
+    stack_env: dict[str, str], worker: ManagedProcess, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[pb_grpc.TaskServiceStub]:
+    """A gateway that accepts starts at most MAX_START_DELAY seconds ahead."""
+    env = {**stack_env, "TASKGATE_MAX_START_DELAY": str(MAX_START_DELAY)}
+    with (
+        managed(Gateway(env, tmp_path_factory.mktemp("start-limit"))) as gateway,
+        grpc.insecure_channel(gateway.address) as channel,
+    ):
+        yield pb_grpc.TaskServiceStub(channel)
 
 
 @pytest.mark.parametrize("option", ["countdown", "eta"])
-def test_a_start_past_the_visibility_timeout_is_refused(
-    stub: pb_grpc.TaskServiceStub, option: str
+def test_a_start_past_the_configured_limit_is_refused(
+    start_limited: pb_grpc.TaskServiceStub, option: str
 ) -> None:
-    """A Redis broker hands a task held past its visibility timeout to another worker,
-    again and again (Celery's caveat): such a countdown or eta is INVALID_ARGUMENT, and
-    one just inside it is accepted."""
+    """A worker without taskgate's heartbeat lets a Redis broker hand a task held past
+    its visibility timeout to another worker, again and again (Celery's caveat): the
+    operator caps the start (TASKGATE_MAX_START_DELAY). Past it the Submit is
+    INVALID_ARGUMENT naming the field; a start inside it is accepted."""
     late, inside = pb.SubmitOptions(), pb.SubmitOptions()
     if option == "countdown":
-        late.countdown.CopyFrom(seconds(VISIBILITY_TIMEOUT + 60))
-        inside.countdown.CopyFrom(seconds(VISIBILITY_TIMEOUT / 2))
+        late.countdown.CopyFrom(seconds(MAX_START_DELAY + 30))
+        inside.countdown.CopyFrom(seconds(MAX_START_DELAY / 2))
     else:
-        late.eta.CopyFrom(timestamp(in_seconds(VISIBILITY_TIMEOUT + 60)))
-        inside.eta.CopyFrom(timestamp(in_seconds(VISIBILITY_TIMEOUT / 2)))
+        late.eta.CopyFrom(timestamp(in_seconds(MAX_START_DELAY + 30)))
+        inside.eta.CopyFrom(timestamp(in_seconds(MAX_START_DELAY / 2)))
     refused = pb.SubmitRequest(task="tasks.add", args_json="[1, 2]", options=late)
-    error = call_error(lambda: stub.Submit(refused, timeout=5))
+    error = call_error(lambda: start_limited.Submit(refused, timeout=5))
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert violated_fields(error) == [f"options.{option}"]
     accepted = pb.SubmitRequest(task="tasks.add", args_json="[1, 2]", options=inside)
-    task_id = stub.Submit(accepted, timeout=5).task_id
-    stub.Cancel(pb.CancelRequest(task_id=task_id), timeout=10)
+    task_id = start_limited.Submit(accepted, timeout=5).task_id
+    start_limited.Cancel(pb.CancelRequest(task_id=task_id), timeout=10)
