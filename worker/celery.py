@@ -7,10 +7,13 @@ from celery.signals import celeryd_after_setup
 
 from worker.config import CelerySettings
 from worker.factory import create_app, describe
+from worker.heartbeat import HeartbeatStep
 
 logger = logging.getLogger(__name__)
 
 app = create_app(CelerySettings.from_env())
+# Only the workers' app: the gateway builds its own, and never runs a worker.
+app.steps["worker"].add(HeartbeatStep)
 
 
 @celeryd_after_setup.connect
