@@ -41,8 +41,15 @@ SAFE_DEFAULTS: Mapping[str, Any] = {
         "confirm_publish": True,
         "socket_timeout": 5.0,
         "socket_connect_timeout": 4.0,
-        # Longer than any task should run: an unacknowledged message is redelivered after it.
-        "visibility_timeout": 3600,
+        # Redis: a message unacknowledged for this long is given to another worker, so a
+        # whole worker's death costs its tasks about this much plus the sweep below.
+        # Workers built by worker/celery.py keep the messages they hold fresh
+        # (worker/heartbeat.py), so a task may run longer than this without running twice.
+        "visibility_timeout": 30,
+        # kombu 5.7 looks for overdue messages every interval, scanning every throttle-th
+        # time: every 5 s here, instead of kombu's 10 s x 10.
+        "unacked_restore_interval": 5,
+        "unacked_restore_throttle": 1,
     },
     "redis_socket_timeout": 5.0,
     "redis_socket_connect_timeout": 4.0,
