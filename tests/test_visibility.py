@@ -40,5 +40,10 @@ def test_a_tasks_own_time_limit_wins_over_task_time_limit() -> None:
     @app.task(name="t.default")
     def default() -> None: ...
 
-    assert time_limits_beyond(app, 10) == {"t.default": 20.0, "t.own_long": 60.0}
-    assert time_limits_beyond(app, 30) == {"t.own_long": 60.0}
+    assert _ours(time_limits_beyond(app, 10)) == {"t.default": 20.0, "t.own_long": 60.0}
+    assert _ours(time_limits_beyond(app, 30)) == {"t.own_long": 60.0}
+
+
+def _ours(limits: dict[str, float]) -> dict[str, float]:
+    """The tasks of this test: every app also gets the shared tasks imported elsewhere."""
+    return {name: limit for name, limit in limits.items() if name.startswith("t.")}
