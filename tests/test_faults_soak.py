@@ -44,7 +44,7 @@ KILL_EVERY = 3.0
 CLIENT_PACE = 0.2
 HOLD_SECONDS = 0.3
 # With the Redis broker, the tasks of a killed worker come back after the visibility
-# timeout (an hour by default); a short one, swept every second, fits in a soak.
+# timeout (30 s by default); a short one, swept every second, fits in a soak.
 VISIBILITY_SECONDS = 3
 COLLECT_SECONDS = 60.0
 

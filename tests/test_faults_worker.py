@@ -37,7 +37,7 @@ from tests.fault_helpers import (
 # to kill it, so a task that completes must have run again.
 HOLD_SECONDS = 120
 # With the Redis broker, a message whose worker died unacknowledged comes back only
-# after the visibility timeout (an hour by default); the second test shortens it.
+# after the visibility timeout (30 s by default); the second test shortens it.
 VISIBILITY_SECONDS = 3
 
 
@@ -95,7 +95,7 @@ def test_a_task_whose_pool_process_is_killed_runs_again_and_completes(stack: Sta
     The pool process running the task is SIGKILLed: the main process sees the
     child lost and, because the message is acknowledged only after the task
     and rejected with requeue when its process is lost, puts it back at once
-    (no visibility timeout involved: this worker keeps the default hour). The
+    (no visibility timeout involved: this worker keeps the default 30 s). The
     task runs a second time and succeeds. With either protection off the
     message is acknowledged and the task stored as FAILURE (WorkerLostError):
     GetResult returns FAILURE and the run count stays 1.
@@ -124,9 +124,10 @@ def test_a_task_whose_whole_worker_is_killed_completes_on_a_new_worker(stack: St
     with it): nobody is left to reject the message, so it stays in Redis's
     unacknowledged set until `visibility_timeout` passes and a live worker
     puts it back. The workers here use a configuration module with a 3 s
-    `visibility_timeout` (and a 1 s restore sweep), because the default hour
-    would outlast any test; the socket timeouts are kept. The new worker runs
-    the task a second time and it succeeds. With `task_acks_late` off the
+    `visibility_timeout` (and a 1 s restore sweep), because the default 30 s
+    would make this test slow (test_faults_redelivery.py kills a worker with
+    the defaults); the socket timeouts are kept. The new worker runs the task
+    a second time and it succeeds. With `task_acks_late` off the
     message is acknowledged on receipt and lost with the worker: the task
     never completes and this test times out waiting for it.
     """

@@ -14,6 +14,7 @@ from kombu.utils.url import maybe_sanitize_url
 
 from worker.config import DEFAULT_REDIS_URL, EXAMPLE_TASK_MODULE, CelerySettings
 from worker.guard import GUARDED_TASK
+from worker.heartbeat import HeartbeatStep
 
 logger = logging.getLogger(__name__)
 
@@ -42,8 +43,15 @@ SAFE_DEFAULTS: Mapping[str, Any] = {
         "confirm_publish": True,
         "socket_timeout": 5.0,
         "socket_connect_timeout": 4.0,
-        # Longer than any task should run: an unacknowledged message is redelivered after it.
-        "visibility_timeout": 3600,
+        # Redis: a message unacknowledged for this long is given to another worker, so a
+        # whole worker's death costs its tasks about this much plus the sweep below.
+        # Workers built by create_app keep the messages they hold fresh
+        # (worker/heartbeat.py), so a task may run longer than this without running twice.
+        "visibility_timeout": 30,
+        # kombu 5.7 looks for overdue messages every interval, scanning every throttle-th
+        # time: every 5 s here, instead of kombu's 10 s x 10.
+        "unacked_restore_interval": 5,
+        "unacked_restore_throttle": 1,
     },
     "redis_socket_timeout": 5.0,
     "redis_socket_connect_timeout": 4.0,
@@ -135,8 +143,11 @@ def describe(app: Celery) -> str:
 def create_app(settings: CelerySettings, *, load_tasks: bool = True) -> Celery:
     """Build a configured Celery app; the gateway passes `load_tasks=False`.
 
-    Workers' tasks skip duplicate messages of a task id (`worker.guard`).
+    Workers' tasks skip duplicate messages of a task id (`worker.guard`), and
+    workers keep the Redis messages they hold fresh (`worker.heartbeat`).
     """
     app = Celery("taskgate", task_cls=GUARDED_TASK if load_tasks else None)
     app.conf.update(build_config(settings, load_tasks=load_tasks))
+    if load_tasks:
+        app.steps["worker"].add(HeartbeatStep)
     return app
