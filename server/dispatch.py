@@ -4,7 +4,7 @@ import asyncio
 import functools
 import itertools
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast
@@ -99,6 +99,25 @@ class PublishRetries:
         return pause
 
 
+async def retry_within(
+    attempt: Callable[[], Awaitable[T]], retries: PublishRetries, time_left: float | None
+) -> T:
+    """Run `attempt`, retrying on Unavailable as `retries` allows within `time_left`."""
+    loop = asyncio.get_running_loop()
+    deadline = None if time_left is None else loop.time() + time_left
+    for retry in itertools.count(1):
+        started = loop.time()
+        try:
+            return await attempt()
+        except Unavailable:
+            left = None if deadline is None else deadline - loop.time()
+            pause = retries.pause_before(retry, left, loop.time() - started)
+            if pause is None:
+                raise
+            await asyncio.sleep(pause)
+    raise AssertionError("unreachable: itertools.count never ends")
+
+
 class Dispatcher:
     """Publishes submissions with `send_task`, off the event loop."""
 
@@ -130,8 +149,13 @@ class Dispatcher:
             logger.warning("%s failed: %s", what, exc)
             raise Unavailable(f"the broker is unavailable: {exc}") from exc
 
+    def retries_for(self, submission: Submission) -> PublishRetries:
+        """The request's publish retry policy, or the configured one."""
+        policy = submission.options.get("retry_policy")
+        return PublishRetries.of(policy or self._app.conf.task_publish_retry_policy)
+
     async def publish(self, task_id: str, submission: Submission, time_left: float | None) -> None:
-        """Send the task to the broker; raises Unavailable when the broker cannot take it.
+        """Send the task with `send_task`; raises Unavailable when the broker cannot take it.
 
         kombu's own retry is off: it would send again after a timeout that may have
         delivered the message, with no bound from the deadline. The retries here
@@ -140,8 +164,7 @@ class Dispatcher:
         workers' guard (worker/guard.py) instead of running twice.
         """
         options = dict(submission.options)
-        policy = options.pop("retry_policy", None) or self._app.conf.task_publish_retry_policy
-        retries = PublishRetries.of(policy)
+        options.pop("retry_policy", None)
         send = functools.partial(
             self._app.send_task,
             submission.task,
@@ -154,19 +177,11 @@ class Dispatcher:
             retry_policy={"max_retries": 0},
             **options,
         )
-        loop = asyncio.get_running_loop()
-        deadline = None if time_left is None else loop.time() + time_left
-        for retry in itertools.count(1):
-            started = loop.time()
-            try:
-                await self._run(send, f"publish of {task_id}")
-                return
-            except Unavailable:
-                left = None if deadline is None else deadline - loop.time()
-                pause = retries.pause_before(retry, left, loop.time() - started)
-                if pause is None:
-                    raise
-                await asyncio.sleep(pause)
+        await retry_within(
+            lambda: self._run(send, f"publish of {task_id}"),
+            self.retries_for(submission),
+            time_left,
+        )
 
     async def revoke(self, task_id: str, terminate: bool) -> None:
         """Broadcast Celery's revoke to the workers; with `terminate`, SIGTERM a running task."""

@@ -17,6 +17,15 @@ _PREFIX = "taskgate:task:"
 
 
 @dataclass(frozen=True)
+class RecordWrite:
+    """One record as stored: its key, its JSON and its TTL in seconds (None: none)."""
+
+    key: str
+    value: str
+    ttl: int | None
+
+
+@dataclass(frozen=True)
 class DispatchRecord:
     """What the gateway knows of a task it dispatched."""
 
@@ -67,16 +76,21 @@ class DispatchRecords:
         expires = self._result_expires
         return expires is not None and now > record.earliest_start + expires
 
-    def _ttl(self, record: DispatchRecord) -> int | None:
+    def ttl(self, record: DispatchRecord) -> int | None:
+        """How long `record` is kept, in whole seconds; None: for ever."""
         if self._result_expires is None:
             return None  # results never expire, so neither do records
         return int(max(record.delay, 0.0) + 2 * self._result_expires) + 1
 
+    def write(self, task_id: str, record: DispatchRecord) -> RecordWrite:
+        """The stored form of `record`, for `put` or for a publish script."""
+        return RecordWrite(self.key(task_id), json.dumps(record.__dict__), self.ttl(record))
+
     async def put(self, task_id: str, record: DispatchRecord) -> None:
         """Store the record before the task is published, so no reader misses it."""
-        value = json.dumps(record.__dict__)
+        write = self.write(task_id, record)
         with redis_unavailable("the result backend"):
-            await self._redis.set(self.key(task_id), value, ex=self._ttl(record))
+            await self._redis.set(write.key, write.value, ex=write.ttl)
 
     def key(self, task_id: str) -> str:
         """Where the record of `task_id` is stored."""
