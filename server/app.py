@@ -11,7 +11,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialBackoff
+from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from server.catalog import Catalog
@@ -20,6 +20,9 @@ from server.dispatch import Dispatcher, create_gateway_app
 from server.gateway import Gateway
 from server.idempotency import IdempotencyKeys
 from server.listener import bind, grpc_server
+from server.publish.broker import RedisBroker, same_redis
+from server.publish.message import MessageBuilder
+from server.publish.publisher import Publisher, own_path_broker_url
 from server.records import DispatchRecords, as_seconds
 from server.registry import WorkerRegistry
 from server.results import ResultStore
@@ -44,6 +47,7 @@ class RunningGateway:
     port: int
     health: health.aio.HealthServicer
     dispatcher: Dispatcher
+    publisher: Publisher
     watcher: ResultWatcher
     registry: WorkerRegistry
     redis: Redis
@@ -55,6 +59,7 @@ class RunningGateway:
         await self.registry.close()
         await self.watcher.close()
         await self.redis.aclose()
+        await self.publisher.close()
         await asyncio.to_thread(self.dispatcher.close)
 
 
@@ -70,27 +75,57 @@ def idempotency_retention(settings: GatewaySettings, result_expires: float | Non
     return retention
 
 
-def backend_redis(celery_app: Celery) -> Redis:
-    """The gateway's asyncio client for the result backend, with Celery's socket timeouts."""
-    socket_timeout = float(celery_app.conf.redis_socket_timeout or 5.0)
+def redis_client(url: str, socket_timeout: float, connect_timeout: float, retry: Retry) -> Redis:
+    """An asyncio client for `url`, shared by every call of this gateway."""
     # A bounded pool that makes callers wait for a connection: redis-py's default pool
     # refuses the 101st concurrent command outright ("Too many connections").
     pool = BlockingConnectionPool.from_url(
-        str(celery_app.conf.result_backend),
+        url,
         max_connections=REDIS_CONNECTIONS,
         timeout=socket_timeout,
         socket_timeout=socket_timeout,
-        socket_connect_timeout=float(celery_app.conf.redis_socket_connect_timeout or 4.0),
+        socket_connect_timeout=connect_timeout,
         health_check_interval=30,
-        # A pooled connection that Redis closed (a restart) is reconnected, not reported;
-        # a timeout is not retried: a stuck Redis costs a call one socket timeout.
-        retry=Retry(
-            ExponentialBackoff(cap=0.5, base=0.05),
-            retries=2,
-            supported_errors=(RedisConnectionError,),
-        ),
+        retry=retry,
     )
     return Redis(connection_pool=pool)
+
+
+def backend_redis(celery_app: Celery) -> Redis:
+    """The gateway's asyncio client for the result backend, with Celery's socket timeouts."""
+    conf = celery_app.conf
+    return redis_client(
+        str(conf.result_backend),
+        float(conf.redis_socket_timeout or 5.0),
+        float(conf.redis_socket_connect_timeout or 4.0),
+        # A pooled connection that Redis closed (a restart) is reconnected, not reported;
+        # a timeout is not retried: a stuck Redis costs a call one socket timeout.
+        Retry(ExponentialBackoff(cap=0.5, base=0.05), 2, supported_errors=(RedisConnectionError,)),
+    )
+
+
+def publisher(celery_app: Celery, dispatcher: Dispatcher, records: DispatchRecords) -> Publisher:
+    """taskgate's own Redis publish path when the broker allows it, else `send_task`."""
+    url = own_path_broker_url(celery_app)
+    if url is None:
+        logger.info("publishing with Celery's send_task (broker is not a plain Redis URL)")
+        return Publisher(dispatcher, records)
+    options = dict(celery_app.conf.broker_transport_options or {})
+    client = redis_client(
+        url,
+        float(options.get("socket_timeout") or 5.0),
+        float(options.get("socket_connect_timeout") or 4.0),
+        # One immediate reconnect for a pooled connection Redis closed; every other retry
+        # is the publish policy's, fitted to the call's deadline (Publisher).
+        Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
+    )
+    builder = MessageBuilder(celery_app)
+    holds_records = same_redis(url, str(celery_app.conf.result_backend))
+    broker = RedisBroker(client, builder.rules, holds_records=holds_records)
+    logger.info(
+        "publishing to the Redis broker directly (records in the same script: %s)", holds_records
+    )
+    return Publisher(dispatcher, records, builder, broker)
 
 
 async def start(settings: GatewaySettings) -> RunningGateway:
@@ -104,6 +139,7 @@ async def start(settings: GatewaySettings) -> RunningGateway:
     catalog = Catalog(settings.task_patterns)
     result_expires = as_seconds(celery_app.conf.result_expires)
     records = DispatchRecords(redis, result_expires)
+    publish = publisher(celery_app, dispatcher, records)
     retention = idempotency_retention(settings, result_expires)
     servicer = TaskService(
         gateway=Gateway(
@@ -116,7 +152,7 @@ async def start(settings: GatewaySettings) -> RunningGateway:
         submitter=Submitter(
             catalog=catalog,
             dispatcher=dispatcher,
-            records=records,
+            publisher=publish,
             keys=IdempotencyKeys(redis, retention),
             max_start_delay=settings.max_start_delay_seconds,
         ),
@@ -136,7 +172,9 @@ async def start(settings: GatewaySettings) -> RunningGateway:
     for service in ("", SERVICE_NAME):
         await health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
     registry.start()
-    return RunningGateway(server, port, health_servicer, dispatcher, watcher, registry, redis)
+    return RunningGateway(
+        server, port, health_servicer, dispatcher, publish, watcher, registry, redis
+    )
 
 
 async def serve(settings: GatewaySettings) -> None:

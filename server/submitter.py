@@ -11,7 +11,8 @@ from server.catalog import Catalog
 from server.dispatch import Dispatcher
 from server.errors import IdempotencyKeyReused, InvalidArgument, Unavailable
 from server.idempotency import Claim, IdempotencyKeys, fingerprint
-from server.records import DispatchRecord, DispatchRecords
+from server.publish.publisher import Publisher
+from server.records import DispatchRecord
 from server.requests import Submission
 
 # How often a call re-reads a key that another call is publishing right now.
@@ -47,14 +48,14 @@ class Submitter:
         *,
         catalog: Catalog,
         dispatcher: Dispatcher,
-        records: DispatchRecords,
+        publisher: Publisher,
         keys: IdempotencyKeys,
         max_start_delay: float | None = None,
         longest_lease: float = LONGEST_LEASE_SECONDS,
     ) -> None:
         self._catalog = catalog
         self._dispatcher = dispatcher
-        self._records = records
+        self._publisher = publisher
         self._keys = keys
         self._max_start_delay = max_start_delay
         self._longest_lease = longest_lease
@@ -98,9 +99,7 @@ class Submitter:
         record = DispatchRecord(
             submission.task, time.time(), submission.idempotency_key, _start_delay(submission)
         )
-        # The record goes first: a fast worker's result must never meet a NOT_FOUND.
-        await self._records.put(task_id, record)
-        await self._dispatcher.publish(task_id, submission, time_left)
+        await self._publisher.publish(task_id, submission, record, time_left)
 
     async def _submit_once(
         self, submission: Submission, key: str, time_left: float | None

@@ -1,0 +1,100 @@
+"""Writes built messages to a Redis broker, once per task id.
+
+A publish is one Lua script: it sets the marker `taskgate:published:<task id>`
+and LPUSHes the message, or does nothing when the marker is there already; so
+a retry after an ambiguous timeout, or a stale idempotency claim taken over,
+never queues a second copy. When the broker's Redis is also the result
+backend's, the dispatch record is written by the same script: record, marker
+and message land together or not at all.
+"""
+
+import logging
+from urllib.parse import urlsplit
+
+from kombu import Queue
+from redis.asyncio import Redis
+
+from server.errors import redis_unavailable
+from server.publish.batcher import ScriptBatcher
+from server.publish.message import KeyRules, TaskMessage
+from server.records import RecordWrite
+
+logger = logging.getLogger(__name__)
+
+MARKER_PREFIX = "taskgate:published:"
+
+# KEYS: marker, queue list[, record]. ARGV: ttl (0: none), message[, record value].
+_PUBLISH_ONCE = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+local ttl = tonumber(ARGV[1])
+local function store(key, value)
+  if ttl > 0 then redis.call('SET', key, value, 'EX', ttl) else redis.call('SET', key, value) end
+end
+if KEYS[3] then store(KEYS[3], ARGV[3]) end
+store(KEYS[1], '1')
+redis.call('LPUSH', KEYS[2], ARGV[2])
+return 1
+"""
+
+_DEFAULT_PORT = 6379
+
+
+def same_redis(url: str, other: str) -> bool:
+    """True when both URLs name one Redis database: host, port and db."""
+
+    def place(text: str) -> tuple[str, int, int]:
+        parts = urlsplit(text)
+        db = parts.path.strip("/") or "0"
+        return (parts.hostname or "localhost", parts.port or _DEFAULT_PORT, int(db))
+
+    try:
+        return place(url) == place(other)
+    except ValueError:  # an unusual URL: never assume it is the same database
+        return False
+
+
+class RedisBroker:
+    """Pushes messages as kombu's Redis transport would, through one idempotent script."""
+
+    def __init__(self, redis: Redis, rules: KeyRules, *, holds_records: bool) -> None:
+        self._redis = redis
+        self._rules = rules
+        self._batcher = ScriptBatcher(redis, _PUBLISH_ONCE)
+        self._declared: set[str] = set()
+        self.holds_records = holds_records
+        """True when this Redis is the result backend's too: records go in the script."""
+
+    def marker_key(self, task_id: str) -> str:
+        """Where the script marks `task_id` as published."""
+        return f"{self._rules.global_keyprefix}{MARKER_PREFIX}{task_id}"
+
+    async def push(self, message: TaskMessage, ttl: int | None, record: RecordWrite | None) -> bool:
+        """Publish `message` unless its task id was published; False: it was already.
+
+        `ttl` is how long the marker lives (the dispatch record's TTL); `record`, when
+        given, is written in the same script (only when `holds_records`).
+        """
+        with redis_unavailable("the broker"):
+            await self._declare(message.queue)
+            keys = [self.marker_key(message.task_id), message.key]
+            args: list[str | int] = [ttl or 0, message.payload]
+            if record is not None:
+                keys.append(record.key)
+                args.append(record.value)
+            pushed = await self._batcher.call(keys, args)
+        return bool(pushed)
+
+    async def _declare(self, queue: Queue) -> None:
+        """kombu's queue declaration, once per queue and process: the binding table
+        entries that `celery inspect`, Flower and exchange-routing producers read."""
+        if queue.name in self._declared:
+            return
+        async with self._redis.pipeline(transaction=True) as pipe:
+            for key, member in self._rules.bindings(queue):
+                pipe.sadd(key, member)
+            await pipe.execute()
+        self._declared.add(queue.name)
+
+    async def close(self) -> None:
+        """Release the broker connections."""
+        await self._redis.aclose()

@@ -1,0 +1,85 @@
+"""Publish a submission: taskgate's own Redis path where it applies, else `send_task`."""
+
+import logging
+
+from celery import Celery
+
+from server.dispatch import Dispatcher, retry_within
+from server.publish.broker import RedisBroker
+from server.publish.message import MessageBuilder
+from server.records import DispatchRecord, DispatchRecords
+from server.requests import Submission
+
+logger = logging.getLogger(__name__)
+
+_REDIS_SCHEMES = ("redis", "rediss")
+
+
+def own_path_broker_url(app: Celery) -> str | None:
+    """The broker URL when taskgate can publish to it itself; None keeps `send_task`.
+
+    The own path writes exactly what kombu's Redis transport writes for protocol 2,
+    JSON and no compression, to one Redis named by URL; a failover list, TLS options
+    given apart from the URL, other formats or another broker stay with Celery.
+    """
+    conf = app.conf
+    url = str(conf.broker_write_url or conf.broker_url or "")
+    options = dict(conf.broker_transport_options or {})
+    eligible = (
+        url.partition("://")[0] in _REDIS_SCHEMES
+        and ";" not in url
+        and not conf.broker_use_ssl
+        and conf.task_protocol == 2
+        and conf.task_serializer == "json"
+        and not conf.task_compression
+        and options.get("body_encoding", "base64") == "base64"
+    )
+    return url if eligible else None
+
+
+class Publisher:
+    """Records and publishes submissions; every try of one task id carries that id."""
+
+    def __init__(
+        self,
+        dispatcher: Dispatcher,
+        records: DispatchRecords,
+        builder: MessageBuilder | None = None,
+        broker: RedisBroker | None = None,
+    ) -> None:
+        self._dispatcher = dispatcher
+        self._records = records
+        self._builder = builder
+        self._broker = broker
+
+    async def publish(
+        self, task_id: str, submission: Submission, record: DispatchRecord, time_left: float | None
+    ) -> None:
+        """Record the task and queue it once; raises Unavailable when that failed.
+
+        On the own path a retry (after a timeout too) is safe: the script is a no-op
+        for a task id already published. On the `send_task` path the record goes
+        first, so a fast worker's result never meets a NOT_FOUND.
+        """
+        broker, builder = self._broker, self._builder
+        message = None if builder is None else builder.build(task_id, submission)
+        if broker is None or message is None:
+            await self._records.put(task_id, record)
+            await self._dispatcher.publish(task_id, submission, time_left)
+            return
+        write = self._records.write(task_id, record)
+        if not broker.holds_records:
+            await self._records.put(task_id, record)
+        in_script = write if broker.holds_records else None
+        pushed = await retry_within(
+            lambda: broker.push(message, write.ttl, in_script),
+            self._dispatcher.retries_for(submission),
+            time_left,
+        )
+        if not pushed:
+            logger.info("task %s was published already: not queued again", task_id)
+
+    async def close(self) -> None:
+        """Release the broker connections of the own path."""
+        if self._broker is not None:
+            await self._broker.close()
