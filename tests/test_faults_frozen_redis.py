@@ -7,6 +7,7 @@ second task id, and that copies of one task id run once (worker/guard.py).
 CLIENT PAUSE does not show this: Redis drops the commands of a client that left.
 """
 
+import base64
 import json
 import signal
 import time
@@ -56,10 +57,13 @@ class Stack:
         return submission
 
     def declared(self, queue: str) -> str:
-        """`queue`, once the gateway has published to it: kombu declares a queue (LLEN,
-        SADD) before its first publish, and a declare stuck on a frozen Redis would keep
-        the test's own publish from being sent at all."""
-        self.stub.Submit(self.to_queue(queue, unique()), timeout=10)
+        """`queue`, once the gateway has published to it: a queue is declared (SADD)
+        before its first publish, and a declare stuck on a frozen Redis would keep the
+        test's own publish from being sent at all. The Submit is keyed, so the gateway
+        also holds a connection to the backend: a command to a frozen Redis sits in that
+        socket's buffer, where a new connection would wait for its handshake and never
+        send the command at all."""
+        self.stub.Submit(self.to_queue(queue, unique(), idempotency_key=unique()), timeout=10)
         return queue
 
     def run_queue(self, queue: str, task_ids: list[str]) -> None:
@@ -130,7 +134,8 @@ def claim_of(server: RedisServer, key: str) -> Claim:
 def test_a_keyed_submit_that_timed_out_on_a_frozen_broker_runs_once(split: Stack) -> None:
     """The issue's case 2. The broker freezes past the socket timeout: the Submit ends
     UNAVAILABLE, although its LPUSH lands when the broker resumes. The retry with the
-    same key gets the same task id (a second copy goes out), and the task runs once.
+    same key gets the same task id, queues no second copy (the publish script is a
+    no-op for a task id already published), and the task runs once.
     Before, the key was freed and the retry queued a second task id: two runs."""
     queue, key = split.declared(unique("frozen-keyed-")), unique()
     submission = split.to_queue(queue, key, idempotency_key=key)
@@ -144,7 +149,7 @@ def test_a_keyed_submit_that_timed_out_on_a_frozen_broker_runs_once(split: Stack
 
     retried = split.stub.Submit(submission, timeout=10)
     assert retried.task_id == held.task_id
-    assert copies(split.broker, queue, held.task_id) == 2
+    assert copies(split.broker, queue, held.task_id) == 1
     split.run_queue(queue, [retried.task_id])
     with split.backend.client() as client:
         assert runs(client, key) == 1
@@ -154,9 +159,10 @@ def test_a_publish_retried_after_a_timeout_fits_the_deadline_and_runs_once(
     split: Stack,
 ) -> None:
     """The issue's case 3. Without a key, the gateway retries a publish that timed out
-    under the same task id, within the deadline: both copies land when the broker
-    resumes, and the worker runs one. Before, kombu's retry ran the task twice and held
-    the publish for about 25 s whatever the deadline."""
+    under the same task id, within the deadline: the first try lands when the broker
+    resumes and the retry is a no-op, so one copy is queued and the worker runs it once.
+    Before, kombu's retry ran the task twice and held the publish for about 25 s
+    whatever the deadline."""
     queue, key = split.declared(unique("frozen-retry-")), unique()
     submission = split.to_queue(queue, key)
     deadline = 2 * SOCKET_TIMEOUT + 2
@@ -168,9 +174,10 @@ def test_a_publish_retried_after_a_timeout_fits_the_deadline_and_runs_once(
     assert ended.code == grpc.StatusCode.OK, ended
     assert ended.seconds < deadline, ended
     with split.broker.client() as client:
-        queued = [json.loads(raw)["headers"]["id"] for raw in client.lrange(queue, 0, -1)]
-    # The declaring Submit's task once, and the retried publish's task twice.
-    [task_id] = {task_id for task_id in queued if queued.count(task_id) == 2}
+        messages = [json.loads(raw) for raw in client.lrange(queue, 0, -1)]
+    # The declaring Submit's task, and the retried publish's task once: no second copy.
+    retried = [m for m in messages if json.loads(base64.b64decode(m["body"]))[0] == [key]]
+    [task_id] = [message["headers"]["id"] for message in retried]
     split.run_queue(queue, [task_id])
     with split.backend.client() as client:
         assert runs(client, key) == 1
