@@ -227,3 +227,43 @@ def test_a_stock_worker_runs_the_own_path_with_every_option(stock_worker: str, c
         if expected is not None:
             gap = datetime.fromisoformat(seen[name]) - expected
             assert abs(gap.total_seconds()) < 2, name
+
+
+def events_during(url: str, publish: Any) -> list[dict[str, Any]]:
+    """The events PUBLISHed on the broker while `publish()` ran, bodies decoded."""
+    with redis.Redis.from_url(url) as client, client.pubsub() as pubsub:
+        pubsub.psubscribe("*celeryev*")
+        assert pubsub.get_message(timeout=5) is not None  # the subscription is in place
+        publish()
+        events = []
+        while (message := pubsub.get_message(timeout=1)) is not None:
+            envelope = json.loads(message["data"])
+            envelope["channel"] = message["channel"].decode()
+            envelope["body"] = json.loads(base64.b64decode(envelope["body"]))
+            events.append(envelope)
+    return events
+
+
+# Fields of an event that name the producer process or the moment it was sent.
+EVENT_VARYING = ("hostname", "pid", "clock", "timestamp", "utcoffset")
+
+
+def test_the_task_sent_event_matches_send_task(server: RedisServer) -> None:
+    """With task_send_sent_event on, the own path PUBLISHes the event Flower counts."""
+    url = server.db_url(15)
+    app = gateway_app(url, task_send_sent_event=True)
+    task_id = str(uuid.uuid4())
+    submission = Submission(TASK, [3], {}, {"queue": "evented"})
+    by_celery = events_during(
+        url, lambda: app.send_task(TASK, args=[3], task_id=task_id, queue="evented")
+    )
+    by_taskgate = events_during(url, lambda: own_path_publish(app, url, task_id, submission))
+    app.close()
+    assert len(by_celery) == len(by_taskgate) == 1
+    for event in by_celery + by_taskgate:
+        event["properties"].pop("delivery_tag")
+        event["headers"].pop("hostname")
+        for name in EVENT_VARYING:
+            event["body"].pop(name)
+    assert by_taskgate == by_celery
+    assert by_taskgate[0]["channel"] == "/15.celeryev/task.sent"

@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 
 from kombu import Queue
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from server.errors import redis_unavailable
 from server.publish.batcher import ScriptBatcher
@@ -81,8 +82,18 @@ class RedisBroker:
             if record is not None:
                 keys.append(record.key)
                 args.append(record.value)
-            pushed = await self._batcher.call(keys, args)
-        return bool(pushed)
+            pushed = bool(await self._batcher.call(keys, args))
+        if pushed and message.event is not None:
+            await self._send_event(*message.event)
+        return pushed
+
+    async def _send_event(self, channel: str, payload: str) -> None:
+        """PUBLISH the `task-sent` event after the message, as `send_task` does; the
+        task is queued whatever happens to its event, so a failure is only logged."""
+        try:
+            await self._redis.publish(channel, payload)
+        except (RedisError, OSError) as exc:
+            logger.warning("the task-sent event on %s was not sent: %s", channel, exc)
 
     async def _declare(self, queue: Queue) -> None:
         """kombu's queue declaration, once per queue and process: the binding table

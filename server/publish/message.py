@@ -22,6 +22,7 @@ from kombu.serialization import dumps as serialize
 from kombu.transport.redis import PRIORITY_STEPS, Channel
 from kombu.utils.json import dumps as encode_envelope
 
+from server.publish.events import broker_db, sent_event_channel, sent_event_payload
 from server.requests import Submission
 
 # Route options the fast path reproduces; any other (serializer, compression,
@@ -73,6 +74,8 @@ class TaskMessage:
     queue: Queue
     key: str
     payload: str
+    event: tuple[str, str] | None = None
+    """The `task-sent` event's channel and envelope, when events are on."""
 
 
 def _direct_queue(route: dict[str, Any]) -> Queue | None:
@@ -96,7 +99,11 @@ class MessageBuilder:
 
     def __init__(self, app: Celery) -> None:
         self._app = app
-        self._rules = KeyRules.of(dict(app.conf.broker_transport_options or {}))
+        options = dict(app.conf.broker_transport_options or {})
+        self._rules = KeyRules.of(options)
+        self._events = bool(app.conf.task_send_sent_event)
+        url = str(app.conf.broker_write_url or app.conf.broker_url)
+        self._event_channel = sent_event_channel(options, broker_db(url))
 
     @property
     def rules(self) -> KeyRules:
@@ -112,7 +119,7 @@ class MessageBuilder:
         amqp: Any = self._app.amqp
         route = amqp.router.route(options, submission.task, submission.args, submission.kwargs)
         queue = _direct_queue(route)
-        if queue is None:
+        if queue is None or (self._events and self._event_channel is None):
             return None
         message = amqp.as_task_v2(
             task_id,
@@ -121,11 +128,16 @@ class MessageBuilder:
             submission.kwargs,
             reply_to=self._app.thread_oid,
             ignore_result=None,
+            create_sent_event=self._events,
             **timing,
         )
         envelope = self._envelope(message, queue, route.get("priority"), headers, timing["expires"])
         key = self._rules.queue_key(queue.name, int(envelope["properties"]["priority"]))
-        return TaskMessage(task_id, queue, key, encode_envelope(envelope))
+        event = None
+        if self._event_channel is not None and message.sent_event is not None:
+            payload = sent_event_payload(self._app, message.sent_event, queue.name)
+            event = (self._event_channel, payload)
+        return TaskMessage(task_id, queue, key, encode_envelope(envelope), event)
 
     def _envelope(
         self,
