@@ -229,10 +229,11 @@ def test_a_stock_worker_runs_the_own_path_with_every_option(stock_worker: str, c
             assert abs(gap.total_seconds()) < 2, name
 
 
-def events_during(url: str, publish: Any) -> list[dict[str, Any]]:
-    """The events PUBLISHed on the broker while `publish()` ran, bodies decoded."""
+def events_during(url: str, db: int, publish: Any) -> list[dict[str, Any]]:
+    """The events of database `db` PUBLISHed while `publish()` ran, bodies decoded
+    (the stock worker of another database sends its own)."""
     with redis.Redis.from_url(url) as client, client.pubsub() as pubsub:
-        pubsub.psubscribe("*celeryev*")
+        pubsub.psubscribe(f"*/{db}.celeryev/*")
         assert pubsub.get_message(timeout=5) is not None  # the subscription is in place
         publish()
         events = []
@@ -250,14 +251,15 @@ EVENT_VARYING = ("hostname", "pid", "clock", "timestamp", "utcoffset")
 
 def test_the_task_sent_event_matches_send_task(server: RedisServer) -> None:
     """With task_send_sent_event on, the own path PUBLISHes the event Flower counts."""
-    url = server.db_url(15)
+    db = 15
+    url = server.db_url(db)
     app = gateway_app(url, task_send_sent_event=True)
     task_id = str(uuid.uuid4())
     submission = Submission(TASK, [3], {}, {"queue": "evented"})
     by_celery = events_during(
-        url, lambda: app.send_task(TASK, args=[3], task_id=task_id, queue="evented")
+        url, db, lambda: app.send_task(TASK, args=[3], task_id=task_id, queue="evented")
     )
-    by_taskgate = events_during(url, lambda: own_path_publish(app, url, task_id, submission))
+    by_taskgate = events_during(url, db, lambda: own_path_publish(app, url, task_id, submission))
     app.close()
     assert len(by_celery) == len(by_taskgate) == 1
     for event in by_celery + by_taskgate:
