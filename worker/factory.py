@@ -38,7 +38,9 @@ SAFE_DEFAULTS: Mapping[str, Any] = {
     # at 4 s, so ~2 s a try on average and a task resumes within 4 s of Redis returning.
     # The process is blocked meanwhile and takes no new message; against a frozen Redis
     # each try also waits out the 5 s socket timeout (about 3.5 min in all). After the
-    # last try the worker's backend gives the message back (worker/backend.py).
+    # last try the worker's backend gives the message back (worker/backend.py). Reads
+    # retry too: without, a redelivered task's duplicate check fails on a Redis that is
+    # still loading and Celery stores FAILURE for a task that never ran.
     "result_backend_always_retry": True,
     "result_backend_max_retries": 30,
     "result_backend_base_sleep_between_retries_ms": 200,
