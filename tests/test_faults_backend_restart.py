@@ -9,7 +9,11 @@ runs in the broker's Redis, which stays up.
 """
 
 import json
+import os
+import shutil
+import subprocess
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -269,3 +273,67 @@ def test_a_task_whose_success_cannot_be_stored_goes_back_and_runs_again(
         result = await_result(stack.stub, task_id, timeout=30)
         assert pb.TaskState.Name(result.state) == "TASK_STATE_SUCCESS"
         assert json.loads(result.result_json) == {"runs": 2, "redelivered": True}
+
+
+def _rabbitmqctl(*args: str) -> str:
+    done = subprocess.run(["rabbitmqctl", *args], check=True, capture_output=True, timeout=60)
+    return done.stdout.decode()
+
+
+@pytest.fixture
+def vhost() -> Iterator[str]:
+    """A private RabbitMQ vhost; without RabbitMQ the test skips, except in CI where it fails."""
+    if shutil.which("rabbitmqctl") is None:
+        if os.environ.get("CI"):
+            pytest.fail("RabbitMQ (rabbitmqctl) is required in CI")
+        pytest.skip("RabbitMQ is not installed here")
+    name = f"taskgate-test-{uuid.uuid4().hex[:8]}"
+    _rabbitmqctl("add_vhost", name)
+    _rabbitmqctl("set_permissions", "-p", name, "guest", ".*", ".*", ".*")
+    yield name
+    _rabbitmqctl("delete_vhost", name)
+
+
+def _rabbit_messages(vhost: str) -> int:
+    """Messages in the vhost's default queue, ready or delivered and unacknowledged."""
+    rows = _rabbitmqctl(
+        "list_queues", "-p", vhost, "--quiet", "--no-table-headers", "name", "messages"
+    )
+    counts = dict(line.split() for line in rows.splitlines() if line.strip())
+    return int(counts.get(QUEUE, 0))
+
+
+def test_with_rabbitmq_a_task_whose_started_cannot_be_stored_is_requeued(
+    stack: Stack, vhost: str, tmp_path: Path
+) -> None:
+    """Checks that the requeue reaches RabbitMQ as a requeue, not an acknowledgement.
+
+    As the STARTED test above, with RabbitMQ as the broker: the worker gives
+    the message back and RabbitMQ delivers it again (the worker logs a
+    second receipt) and still holds it; when the backend is back the task
+    runs once, in a delivery RabbitMQ flags redelivered. Without the requeue
+    RabbitMQ holds nothing after the first delivery and the task never runs.
+    """
+    broker_url = f"pyamqp://guest:guest@127.0.0.1:5672/{vhost}"
+    key = unique("rabbit-")
+    with ExitStack() as processes:
+        gateway = Gateway(_env(broker_url, stack.backend.url), stack.log_dir)
+        processes.enter_context(managed(gateway))
+        stub = pb_grpc.TaskServiceStub(
+            processes.enter_context(grpc.insecure_channel(gateway.address))
+        )
+        task_id = stub.Submit(_count_request(stack, key), timeout=10).task_id
+        stack.kill_backend()
+        _short_retries(tmp_path)
+        worker_env = _env(broker_url, stack.backend.url, tmp_path)
+        worker = processes.enter_context(managed(start_worker(worker_env, stack.log_dir)))
+        delivered_again = f"[{task_id}] received"
+        poll(lambda: worker.log_text().count(delivered_again) >= 2, "a second delivery", 15)
+        assert _rabbit_messages(vhost) == 1
+        with stack.broker.client() as counter:
+            assert runs(counter, key) == 0
+            stack.start_backend_again()
+            result = await_result(stub, task_id, timeout=30)
+            assert pb.TaskState.Name(result.state) == "TASK_STATE_SUCCESS"
+            assert json.loads(result.result_json) == {"runs": 1, "redelivered": True}
+            assert runs(counter, key) == 1
