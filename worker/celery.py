@@ -5,15 +5,12 @@ from typing import Any
 
 from celery.signals import celeryd_after_setup
 
-from worker.backend import install_requeueing_backend
 from worker.config import CelerySettings
 from worker.factory import create_app, describe
 
 logger = logging.getLogger(__name__)
 
 app = create_app(CelerySettings.from_env())
-# Only the workers' app: a task whose state cannot be stored goes back to the broker.
-install_requeueing_backend(app)
 
 
 @celeryd_after_setup.connect

@@ -12,6 +12,7 @@ from typing import Any
 from celery import Celery
 from kombu.utils.url import maybe_sanitize_url
 
+from worker.backend import install_requeueing_backend
 from worker.config import DEFAULT_REDIS_URL, EXAMPLE_TASK_MODULE, CelerySettings
 from worker.guard import GUARDED_TASK
 from worker.heartbeat import HeartbeatStep
@@ -159,11 +160,13 @@ def describe(app: Celery) -> str:
 def create_app(settings: CelerySettings, *, load_tasks: bool = True) -> Celery:
     """Build a configured Celery app; the gateway passes `load_tasks=False`.
 
-    Workers' tasks skip duplicate messages of a task id (`worker.guard`), and
-    workers keep the Redis messages they hold fresh (`worker.heartbeat`).
+    Workers' tasks skip duplicate messages of a task id (`worker.guard`), workers
+    keep the Redis messages they hold fresh (`worker.heartbeat`), and a task whose
+    state cannot be stored goes back to the broker (`worker.backend`).
     """
     app = Celery("taskgate", task_cls=GUARDED_TASK if load_tasks else None)
     app.conf.update(build_config(settings, load_tasks=load_tasks))
     if load_tasks:
         app.steps["worker"].add(HeartbeatStep)
+        install_requeueing_backend(app)
     return app
