@@ -9,11 +9,7 @@ runs in the broker's Redis, which stays up.
 """
 
 import json
-import os
-import shutil
-import subprocess
 import time
-import uuid
 from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -36,6 +32,7 @@ from tests.fault_helpers import (
     unique,
     write_config,
 )
+from tests.rabbitmq_helpers import private_vhost, rabbitmqctl
 
 OUTAGE_SECONDS = 3.0
 BEFORE_OUTAGE = 300  # submitted in one batch just before the kill: a backlog for the worker
@@ -275,28 +272,15 @@ def test_a_task_whose_success_cannot_be_stored_goes_back_and_runs_again(
         assert json.loads(result.result_json) == {"runs": 2, "redelivered": True}
 
 
-def _rabbitmqctl(*args: str) -> str:
-    done = subprocess.run(["rabbitmqctl", *args], check=True, capture_output=True, timeout=60)
-    return done.stdout.decode()
-
-
 @pytest.fixture
 def vhost() -> Iterator[str]:
-    """A private RabbitMQ vhost; without RabbitMQ the test skips, except in CI where it fails."""
-    if shutil.which("rabbitmqctl") is None:
-        if os.environ.get("CI"):
-            pytest.fail("RabbitMQ (rabbitmqctl) is required in CI")
-        pytest.skip("RabbitMQ is not installed here")
-    name = f"taskgate-test-{uuid.uuid4().hex[:8]}"
-    _rabbitmqctl("add_vhost", name)
-    _rabbitmqctl("set_permissions", "-p", name, "guest", ".*", ".*", ".*")
-    yield name
-    _rabbitmqctl("delete_vhost", name)
+    """A private RabbitMQ vhost."""
+    yield from private_vhost()
 
 
 def _rabbit_messages(vhost: str) -> int:
     """Messages in the vhost's default queue, ready or delivered and unacknowledged."""
-    rows = _rabbitmqctl(
+    rows = rabbitmqctl(
         "list_queues", "-p", vhost, "--quiet", "--no-table-headers", "name", "messages"
     )
     counts = dict(line.split() for line in rows.splitlines() if line.strip())
