@@ -30,9 +30,15 @@ class WorkerView:
 
     tasks: dict[str, RegisteredTask] = field(default_factory=dict)
     checked_at: float = 0.0
+    workers: frozenset[str] = frozenset()
+    """The workers that answered."""
+    asked_at: float = 0.0
+    """When the question went out: a worker heard of before then and absent is gone."""
 
 
-def parse_registered(replies: dict[str, list[str]], checked_at: float) -> WorkerView:
+def parse_registered(
+    replies: dict[str, list[str]], checked_at: float, asked_at: float
+) -> WorkerView:
     """Join `inspect().registered("ignore_result")` replies into one view by task name."""
     workers: dict[str, list[str]] = {}
     ignored: set[str] = set()
@@ -49,7 +55,7 @@ def parse_registered(replies: dict[str, list[str]], checked_at: float) -> Worker
         name: RegisteredTask(name, tuple(served_by), name in ignored)
         for name, served_by in workers.items()
     }
-    return WorkerView(tasks, checked_at)
+    return WorkerView(tasks, checked_at, frozenset(replies), asked_at)
 
 
 class WorkerRegistry:
@@ -57,11 +63,13 @@ class WorkerRegistry:
 
     def __init__(self, dispatcher: Dispatcher, interval: float, reply_timeout: float = 1.0) -> None:
         self._dispatcher = dispatcher
-        self._interval = interval
+        self.interval = interval
+        """Seconds between two questions to the workers."""
         self._reply_timeout = reply_timeout
         self._view: WorkerView | None = None
         self._first = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._first_heard: dict[str, float] = {}  # worker name: when this gateway heard of it
 
     def start(self) -> None:
         """Begin refreshing in the background."""
@@ -81,10 +89,27 @@ class WorkerRegistry:
         """The latest view without waiting, or None before the first answer."""
         return self._view
 
+    def worker_gone(self, worker: str) -> bool:
+        """True when `worker` is missing from a recent answer that other live workers gave,
+        asked after this gateway first heard of `worker`; False when in doubt.
+
+        A worker started since the last answer is not gone: it was heard of later.
+        """
+        now = time.time()
+        heard = self._first_heard.setdefault(worker, now)
+        view = self._view
+        if view is None or not view.workers or worker in view.workers:
+            return False
+        recent = now - view.checked_at <= 2 * self.interval + self._reply_timeout
+        return recent and heard < view.asked_at
+
     async def refresh(self) -> None:
         """Ask the workers now."""
+        asked_at = time.time()
         replies = await self._dispatcher.registered(self._reply_timeout)
-        self._view = parse_registered(replies, time.time())
+        for worker in replies:
+            self._first_heard.setdefault(worker, asked_at)
+        self._view = parse_registered(replies, time.time(), asked_at)
         self._first.set()
 
     async def _refresh_forever(self) -> None:
@@ -93,7 +118,7 @@ class WorkerRegistry:
                 await self.refresh()
             except GatewayError as exc:
                 logger.warning("could not ask the workers what they serve: %s", exc)
-            await asyncio.sleep(self._interval)
+            await asyncio.sleep(self.interval)
 
     async def close(self) -> None:
         """Stop refreshing."""

@@ -1,33 +1,16 @@
-"""Builds replies from task views, and the wait budget from a request."""
+"""Builds replies from task views."""
 
 from datetime import datetime
-from typing import Any
 
-import grpc
-from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from server import codec, times
+from server import codec
 from server.auth import Principal
 from server.catalog import Catalog
 from server.errors import TaskDidNotSucceed
 from server.gateway import TaskView
 from server.registry import RegisteredTask, WorkerView
 from taskgate.v1 import task_service_pb2 as pb
-
-# Answer a little before the caller's deadline, so the reply (ready=false) still arrives.
-_DEADLINE_MARGIN_SECONDS = 0.05
-
-
-def wait_budget(
-    wait: Duration | None, context: grpc.aio.ServicerContext[Any, Any], cap: float
-) -> float:
-    """Seconds to wait: the requested wait, never past the deadline or the gateway's cap."""
-    seconds = times.seconds(wait, "wait") if wait is not None else 0.0
-    remaining = context.time_remaining()
-    if remaining is not None:
-        seconds = min(seconds, remaining - _DEADLINE_MARGIN_SECONDS)
-    return max(0.0, min(seconds, cap))
 
 
 def _timestamp(value: object) -> Timestamp | None:

@@ -31,11 +31,13 @@ class _TaskStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_TaskState.V
     TASK_STATE_UNSPECIFIED: _TaskState.ValueType  # 0
     """Never sent; the zero value required by proto3."""
     TASK_STATE_PENDING: _TaskState.ValueType  # 1
-    """Queued and not yet picked up by a worker."""
+    """Queued and not yet picked up by a worker, or queued again because the
+    worker that had started it is gone (see GetStatus).
+    """
     TASK_STATE_RECEIVED: _TaskState.ValueType  # 2
     """Received by a worker (reported only where the backend records it)."""
     TASK_STATE_STARTED: _TaskState.ValueType  # 3
-    """Running on a worker."""
+    """Running on a worker that was alive at the gateway's last look."""
     TASK_STATE_RETRY: _TaskState.ValueType  # 4
     """Failed and waiting to be retried."""
     TASK_STATE_SUCCESS: _TaskState.ValueType  # 5
@@ -53,11 +55,13 @@ class TaskState(_TaskState, metaclass=_TaskStateEnumTypeWrapper):
 TASK_STATE_UNSPECIFIED: TaskState.ValueType  # 0
 """Never sent; the zero value required by proto3."""
 TASK_STATE_PENDING: TaskState.ValueType  # 1
-"""Queued and not yet picked up by a worker."""
+"""Queued and not yet picked up by a worker, or queued again because the
+worker that had started it is gone (see GetStatus).
+"""
 TASK_STATE_RECEIVED: TaskState.ValueType  # 2
 """Received by a worker (reported only where the backend records it)."""
 TASK_STATE_STARTED: TaskState.ValueType  # 3
-"""Running on a worker."""
+"""Running on a worker that was alive at the gateway's last look."""
 TASK_STATE_RETRY: TaskState.ValueType  # 4
 """Failed and waiting to be retried."""
 TASK_STATE_SUCCESS: TaskState.ValueType  # 5
