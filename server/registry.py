@@ -12,6 +12,12 @@ from server.errors import GatewayError, Unavailable
 
 logger = logging.getLogger(__name__)
 
+# Until a worker first answers, ask again soon: gateway and workers often start
+# together (compose), and an empty answer then is no answer. The pause doubles from
+# this, up to _FIRST_PAUSE_MAX_SECONDS (never more than the refresh interval).
+_FIRST_PAUSE_SECONDS = 0.5
+_FIRST_PAUSE_MAX_SECONDS = 4.0
+
 _ENTRY = re.compile(r"(?P<name>\S+)(?: \[(?P<info>.*)\])?")
 
 
@@ -70,6 +76,7 @@ class WorkerRegistry:
         self._first = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._first_heard: dict[str, float] = {}  # worker name: when this gateway heard of it
+        self._pause = min(_FIRST_PAUSE_SECONDS, interval)
 
     def start(self) -> None:
         """Begin refreshing in the background."""
@@ -104,9 +111,13 @@ class WorkerRegistry:
         return recent and heard < view.asked_at
 
     async def refresh(self) -> None:
-        """Ask the workers now."""
+        """Ask the workers now; until one has answered, an empty answer is no view."""
         asked_at = time.time()
         replies = await self._dispatcher.registered(self._reply_timeout)
+        if not replies and self._view is None:
+            if self._pause == _FIRST_PAUSE_SECONDS:  # once: a worker may never come
+                logger.info("no worker has answered yet; asking again every few seconds")
+            return
         for worker in replies:
             self._first_heard.setdefault(worker, asked_at)
         self._view = parse_registered(replies, time.time(), asked_at)
@@ -118,7 +129,15 @@ class WorkerRegistry:
                 await self.refresh()
             except GatewayError as exc:
                 logger.warning("could not ask the workers what they serve: %s", exc)
-            await asyncio.sleep(self.interval)
+            await asyncio.sleep(self._next_pause())
+
+    def _next_pause(self) -> float:
+        """The refresh interval once a worker has answered; a doubling pause until then."""
+        if self._view is not None:
+            return self.interval
+        pause = self._pause
+        self._pause = min(pause * 2, _FIRST_PAUSE_MAX_SECONDS, self.interval)
+        return pause
 
     async def close(self) -> None:
         """Stop refreshing."""
