@@ -5,6 +5,7 @@ import contextlib
 import logging
 import re
 import time
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 
 from server.dispatch import Dispatcher
@@ -67,8 +68,16 @@ def parse_registered(
 class WorkerRegistry:
     """Keeps a fresh WorkerView, refreshed every `interval` seconds in the background."""
 
-    def __init__(self, dispatcher: Dispatcher, interval: float, reply_timeout: float = 1.0) -> None:
+    def __init__(
+        self,
+        dispatcher: Dispatcher,
+        interval: float,
+        reply_timeout: float = 1.0,
+        on_first_view: Callable[[WorkerView], None] | None = None,
+    ) -> None:
         self._dispatcher = dispatcher
+        self._on_first_view = on_first_view
+        """Called once, with the first view in which a worker answered."""
         self.interval = interval
         """Seconds between two questions to the workers."""
         self._reply_timeout = reply_timeout
@@ -96,6 +105,10 @@ class WorkerRegistry:
         """The latest view without waiting, or None before the first answer."""
         return self._view
 
+    def served(self) -> Collection[str] | None:
+        """The task names live workers served at the last answer; None before the first."""
+        return None if self._view is None else self._view.tasks.keys()
+
     def worker_gone(self, worker: str) -> bool:
         """True when `worker` is missing from a recent answer that other live workers gave,
         asked after this gateway first heard of `worker`; False when in doubt.
@@ -120,8 +133,11 @@ class WorkerRegistry:
             return
         for worker in replies:
             self._first_heard.setdefault(worker, asked_at)
+        first = self._view is None
         self._view = parse_registered(replies, time.time(), asked_at)
         self._first.set()
+        if first and self._on_first_view is not None:
+            self._on_first_view(self._view)
 
     async def _refresh_forever(self) -> None:
         while True:
