@@ -41,8 +41,14 @@ def status_response(view: TaskView) -> pb.GetStatusResponse:
     )
 
 
-def result_response(view: TaskView, propagate: bool) -> pb.GetResultResponse:
-    """GetResult's reply; with `propagate`, a failed or revoked task raises instead."""
+def result_response(
+    view: TaskView, propagate: bool, tracebacks: bool = True
+) -> pb.GetResultResponse:
+    """GetResult's reply; with `propagate`, a failed or revoked task raises instead.
+
+    Without `tracebacks` (TASKGATE_TRACEBACKS=off) the worker's traceback, with its
+    file paths and code, is withheld from the caller.
+    """
     snapshot = view.snapshot
     response = pb.GetResultResponse(
         task_id=view.task_id, state=snapshot.state, ready=snapshot.ready
@@ -53,6 +59,8 @@ def result_response(view: TaskView, propagate: bool) -> pb.GetResultResponse:
         response.result_json = codec.dumps(snapshot.result)
         return response
     error = snapshot.error()
+    if not tracebacks:
+        error.ClearField("traceback")
     if propagate:
         reason = "TASK_REVOKED" if snapshot.state == pb.TASK_STATE_REVOKED else "TASK_FAILED"
         summary = f"task {view.task_id} ended {snapshot.state_name}: {error.type}: {error.message}"
@@ -61,9 +69,11 @@ def result_response(view: TaskView, propagate: bool) -> pb.GetResultResponse:
     return response
 
 
-def execute_response(view: TaskView, propagate: bool) -> pb.ExecuteResponse:
+def execute_response(
+    view: TaskView, propagate: bool, tracebacks: bool = True
+) -> pb.ExecuteResponse:
     """Execute's reply: GetResult's, field for field."""
-    result = result_response(view, propagate)
+    result = result_response(view, propagate, tracebacks)
     # ExecuteResponse repeats GetResultResponse's fields under the same numbers.
     return pb.ExecuteResponse.FromString(result.SerializeToString())
 
@@ -84,4 +94,5 @@ def task_list_response(
             for task in tasks
         ],
         workers_checked_at=_timestamp(view.checked_at),
+        unmatched_patterns=catalog.unmatched(view.tasks),
     )

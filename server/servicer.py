@@ -36,6 +36,7 @@ class TaskService(pb_grpc.TaskServiceServicer):
         catalog: Catalog,
         registry: WorkerRegistry,
         max_wait_seconds: float,
+        tracebacks: bool = True,
     ) -> None:
         self._gateway = gateway
         self._submitter = submitter
@@ -43,6 +44,7 @@ class TaskService(pb_grpc.TaskServiceServicer):
         self._registry = registry
         self._max_wait = max_wait_seconds
         self._wait_ends = WaitEnds()
+        self._tracebacks = tracebacks  # TASKGATE_TRACEBACKS
 
     async def Submit(self, request: pb.SubmitRequest, context: Context) -> pb.SubmitResponse:
         submission = parse_submit(request)
@@ -61,7 +63,7 @@ class TaskService(pb_grpc.TaskServiceServicer):
         task_id = parse_task_id(request.task_id)
         with self._reserve_wait(request, context) as until:
             view = await self._gateway.result(task_id, until)
-        return responses.result_response(view, propagate=request.propagate)
+        return responses.result_response(view, request.propagate, self._tracebacks)
 
     async def Execute(self, request: pb.ExecuteRequest, context: Context) -> pb.ExecuteResponse:
         try:
@@ -74,7 +76,7 @@ class TaskService(pb_grpc.TaskServiceServicer):
                 view = await self._gateway.result(submitted.task_id, until)
             else:
                 view = await self._gateway.result_of_new(submitted.task_id, submission.task, until)
-        return responses.execute_response(view, propagate=request.propagate)
+        return responses.execute_response(view, request.propagate, self._tracebacks)
 
     def _reserve_wait(
         self, request: pb.GetResultRequest | pb.ExecuteRequest, context: Context

@@ -142,6 +142,10 @@ _REPORTED = (
     "result_backend_max_sleep_between_retries_ms",
     "broker_transport_options",
     "task_publish_retry_policy",
+    # Where tasks go and what they run with: a wrong module shows here first.
+    "task_routes",
+    "task_annotations",
+    "timezone",
 )
 
 

@@ -112,11 +112,13 @@ class TaskServiceServicer:
 
         OK means the broker accepted the message. Status codes:
         INVALID_ARGUMENT (a malformed field, named in a BadRequest detail),
-        NOT_FOUND (the task name is not in the gateway's catalog),
+        NOT_FOUND (the task name is not in the gateway's catalog or, with
+        TASKGATE_REQUIRE_REGISTERED on, no live worker registers it),
         ALREADY_EXISTS (the idempotency key was used for a different request;
         an ErrorInfo with reason IDEMPOTENCY_KEY_REUSED names its task id),
         PERMISSION_DENIED (the caller's token may not submit this task),
-        UNAVAILABLE (the broker or result backend cannot be reached),
+        UNAVAILABLE (the broker or result backend cannot be reached, or, with
+        TASKGATE_REQUIRE_REGISTERED on, no worker has reported its tasks yet),
         DEADLINE_EXCEEDED, INTERNAL.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)

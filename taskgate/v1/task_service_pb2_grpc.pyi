@@ -52,11 +52,13 @@ class TaskServiceStub:
 
     OK means the broker accepted the message. Status codes:
     INVALID_ARGUMENT (a malformed field, named in a BadRequest detail),
-    NOT_FOUND (the task name is not in the gateway's catalog),
+    NOT_FOUND (the task name is not in the gateway's catalog or, with
+    TASKGATE_REQUIRE_REGISTERED on, no live worker registers it),
     ALREADY_EXISTS (the idempotency key was used for a different request;
     an ErrorInfo with reason IDEMPOTENCY_KEY_REUSED names its task id),
     PERMISSION_DENIED (the caller's token may not submit this task),
-    UNAVAILABLE (the broker or result backend cannot be reached),
+    UNAVAILABLE (the broker or result backend cannot be reached, or, with
+    TASKGATE_REQUIRE_REGISTERED on, no worker has reported its tasks yet),
     DEADLINE_EXCEEDED, INTERNAL.
     """
     GetStatus: _grpc.UnaryUnaryMultiCallable[_task_service_pb2.GetStatusRequest, _task_service_pb2.GetStatusResponse]
@@ -160,11 +162,13 @@ class TaskServiceAsyncStub(TaskServiceStub):
 
     OK means the broker accepted the message. Status codes:
     INVALID_ARGUMENT (a malformed field, named in a BadRequest detail),
-    NOT_FOUND (the task name is not in the gateway's catalog),
+    NOT_FOUND (the task name is not in the gateway's catalog or, with
+    TASKGATE_REQUIRE_REGISTERED on, no live worker registers it),
     ALREADY_EXISTS (the idempotency key was used for a different request;
     an ErrorInfo with reason IDEMPOTENCY_KEY_REUSED names its task id),
     PERMISSION_DENIED (the caller's token may not submit this task),
-    UNAVAILABLE (the broker or result backend cannot be reached),
+    UNAVAILABLE (the broker or result backend cannot be reached, or, with
+    TASKGATE_REQUIRE_REGISTERED on, no worker has reported its tasks yet),
     DEADLINE_EXCEEDED, INTERNAL.
     """
     GetStatus: _aio.UnaryUnaryMultiCallable[_task_service_pb2.GetStatusRequest, _task_service_pb2.GetStatusResponse]  # type: ignore[assignment]
@@ -271,11 +275,13 @@ class TaskServiceServicer(metaclass=_abc_1.ABCMeta):
 
         OK means the broker accepted the message. Status codes:
         INVALID_ARGUMENT (a malformed field, named in a BadRequest detail),
-        NOT_FOUND (the task name is not in the gateway's catalog),
+        NOT_FOUND (the task name is not in the gateway's catalog or, with
+        TASKGATE_REQUIRE_REGISTERED on, no live worker registers it),
         ALREADY_EXISTS (the idempotency key was used for a different request;
         an ErrorInfo with reason IDEMPOTENCY_KEY_REUSED names its task id),
         PERMISSION_DENIED (the caller's token may not submit this task),
-        UNAVAILABLE (the broker or result backend cannot be reached),
+        UNAVAILABLE (the broker or result backend cannot be reached, or, with
+        TASKGATE_REQUIRE_REGISTERED on, no worker has reported its tasks yet),
         DEADLINE_EXCEEDED, INTERNAL.
         """
 
