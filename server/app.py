@@ -128,6 +128,22 @@ def publisher(celery_app: Celery, dispatcher: Dispatcher, records: DispatchRecor
     return Publisher(dispatcher, records, builder, broker)
 
 
+def catalog_and_registry(
+    settings: GatewaySettings, dispatcher: Dispatcher
+) -> tuple[Catalog, WorkerRegistry]:
+    """The catalog, checked against the workers' first answer and, with
+    TASKGATE_REQUIRE_REGISTERED, against what live workers serve at each Submit."""
+    registry = WorkerRegistry(
+        dispatcher,
+        settings.workers_refresh_seconds,
+        on_first_view=lambda view: catalog.warn_unmatched(view.tasks),
+    )
+    catalog = Catalog(
+        settings.task_patterns, registry.served if settings.require_registered else None
+    )
+    return catalog, registry
+
+
 async def start(settings: GatewaySettings) -> RunningGateway:
     """Build everything and start serving on `settings.listen`."""
     celery_app = create_gateway_app(settings.celery)
@@ -135,8 +151,7 @@ async def start(settings: GatewaySettings) -> RunningGateway:
     redis = backend_redis(celery_app)
     dispatcher = Dispatcher(celery_app, settings.publish_threads)
     watcher = ResultWatcher(redis)
-    registry = WorkerRegistry(dispatcher, settings.workers_refresh_seconds)
-    catalog = Catalog(settings.task_patterns)
+    catalog, registry = catalog_and_registry(settings, dispatcher)
     result_expires = as_seconds(celery_app.conf.result_expires)
     records = DispatchRecords(redis, result_expires)
     publish = publisher(celery_app, dispatcher, records)
@@ -159,6 +174,7 @@ async def start(settings: GatewaySettings) -> RunningGateway:
         catalog=catalog,
         registry=registry,
         max_wait_seconds=settings.max_wait_seconds,
+        tracebacks=settings.tracebacks,
     )
     server = grpc_server(settings.security)
     pb_grpc.add_TaskServiceServicer_to_server(servicer, server)

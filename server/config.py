@@ -137,6 +137,13 @@ class GatewaySettings:
     security: SecuritySettings = field(default_factory=SecuritySettings)
     """Authentication, TLS and limits."""
 
+    require_registered: bool = False
+    """`TASKGATE_REQUIRE_REGISTERED`: `on` refuses (NOT_FOUND) a catalog name that no
+    live worker registers, instead of queueing it for a worker that may come later."""
+
+    tracebacks: bool = True
+    """`TASKGATE_TRACEBACKS`: `off` withholds the workers' tracebacks from callers."""
+
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> "GatewaySettings":
         """Read the settings from environment variables, with the defaults above."""
@@ -153,4 +160,18 @@ class GatewaySettings:
             or None,
             grace_seconds=_float(env, "TASKGATE_GRACE", 10.0),
             security=SecuritySettings.from_env(env),
+            require_registered=_switch(env, "TASKGATE_REQUIRE_REGISTERED", False),
+            tracebacks=_switch(env, "TASKGATE_TRACEBACKS", True),
         )
+
+
+_SWITCH = {"on": True, "off": False}
+
+
+def _switch(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name)
+    if not raw:
+        return default
+    if raw.strip().lower() not in _SWITCH:
+        raise SettingsError(f"{name}={raw!r} must be on or off")
+    return _SWITCH[raw.strip().lower()]

@@ -1,6 +1,7 @@
 """What the gateway does with tasks already submitted, free of gRPC: read, wait, watch, cancel."""
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncGenerator
 from contextlib import aclosing
@@ -9,12 +10,17 @@ from dataclasses import dataclass
 from celery import states
 
 from server.dispatch import Dispatcher
-from server.errors import NotFound, ResultIgnored
+from server.errors import NotFound, ResultIgnored, Unavailable
+from server.outage import Outage
 from server.records import DispatchRecord, DispatchRecords
 from server.registry import WorkerRegistry
 from server.results import PENDING, ResultStore, TaskSnapshot
-from server.watcher import ResultWatcher
+from server.watcher import LOST, ResultWatcher, Watch
 from taskgate.v1 import task_service_pb2 as pb
+
+logger = logging.getLogger(__name__)
+
+_TICK = b"\x00tick"  # not JSON, so never a published state: report the last one again
 
 
 @dataclass(frozen=True)
@@ -59,7 +65,23 @@ class Gateway:
                 raise NotFound(f"task {task_id} ({record.task}) finished and its result expired")
             if refuse_ignored:
                 self._refuse_ignored(task_id, record.task)
-        return TaskView(task_id, snapshot or PENDING, record)
+        return TaskView(task_id, self._as_reported(snapshot or PENDING), record)
+
+    def _as_reported(self, snapshot: TaskSnapshot) -> TaskSnapshot:
+        """The snapshot as reported: STARTED on a worker that is gone is PENDING.
+
+        With acks_late, the message of a task whose worker died is given back to
+        the queue, and another worker will start it again: it waits for a worker.
+        """
+        if snapshot.state_name != states.STARTED:
+            return snapshot
+        worker = snapshot.extended.get("worker")
+        if not isinstance(worker, str) and isinstance(snapshot.result, dict):
+            worker = snapshot.result.get("hostname")  # track_started's own meta
+        if not isinstance(worker, str) or not self._registry.worker_gone(worker):
+            return snapshot
+        extended = {key: value for key, value in snapshot.extended.items() if key != "worker"}
+        return TaskSnapshot(states.PENDING, extended=extended)
 
     def _refuse_ignored(self, task_id: str, task: str) -> None:
         view = self._registry.known()
@@ -67,27 +89,27 @@ class Gateway:
         if registered is not None and registered.ignore_result:
             raise ResultIgnored(task_id, task)
 
-    async def result(self, task_id: str, wait: float) -> TaskView:
-        """The task once it is ready, or after `wait` seconds, whichever is first."""
-        return await self._until_ready(await self.status(task_id), wait)
+    async def result(self, task_id: str, until: float) -> TaskView:
+        """The task once it is ready, or at `until` (event-loop time), whichever is first."""
+        return await self._until_ready(await self.status(task_id), until)
 
-    async def result_of_new(self, task_id: str, task: str, wait: float) -> TaskView:
+    async def result_of_new(self, task_id: str, task: str, until: float) -> TaskView:
         """`result` for a task this call has just dispatched (Execute).
 
         It exists and nothing could have expired, so there is nothing to look up
         first: the wait's own read, once subscribed, finds whatever is stored.
         """
-        if wait <= 0:
+        if until <= asyncio.get_running_loop().time():
             return await self.status(task_id)
         self._refuse_ignored(task_id, task)
-        return await self._until_ready(TaskView(task_id, PENDING, None), wait)
+        return await self._until_ready(TaskView(task_id, PENDING, None), until)
 
-    async def _until_ready(self, view: TaskView, wait: float) -> TaskView:
-        if view.snapshot.ready or wait <= 0:
+    async def _until_ready(self, view: TaskView, until: float) -> TaskView:
+        if view.snapshot.ready or until <= asyncio.get_running_loop().time():
             return view
         task_id = view.task_id
         snapshot = view.snapshot
-        async with aclosing(self._changes(task_id, snapshot, wait)) as changes:
+        async with aclosing(self._changes(task_id, snapshot, until)) as changes:
             async for snapshot in changes:
                 if snapshot.ready:
                     break
@@ -100,7 +122,9 @@ class Gateway:
         if view.snapshot.ready:
             return
         last = view.snapshot
-        async with aclosing(self._changes(task_id, last, wait=None)) as changes:
+        # Ticks re-check, without a read, whether the worker of a STARTED task is gone.
+        tick = self._registry.interval
+        async with aclosing(self._changes(task_id, last, until=None, tick=tick)) as changes:
             async for snapshot in changes:
                 if (snapshot.state_name, snapshot.result) != (last.state_name, last.result):
                     last = snapshot
@@ -109,31 +133,62 @@ class Gateway:
                     return
 
     async def _changes(
-        self, task_id: str, known: TaskSnapshot, wait: float | None
+        self, task_id: str, known: TaskSnapshot, until: float | None, tick: float | None = None
     ) -> AsyncGenerator[TaskSnapshot, None]:
-        """Snapshots as they are stored, until `wait` runs out (None: until cancelled)."""
-        loop = asyncio.get_running_loop()
-        deadline = None if wait is None else loop.time() + wait
-        async with self._watcher.watch(self._store.key_for(task_id)) as watch:
-            try:
-                # Subscribed now, so a state stored from here on cannot be missed.
-                yield await self._read_by(task_id, deadline) or known
-                while True:
-                    async with asyncio.timeout_at(deadline):
-                        payloads = await watch.changes()
-                    for payload in payloads:
-                        if payload is None:
-                            yield await self._read_by(task_id, deadline) or known
-                        else:
-                            yield TaskSnapshot.decode(payload)
-            except TimeoutError:
-                return
+        """Snapshots as reported, until `until` (event-loop time; None: until cancelled),
+        and the last one again every `tick` seconds without a change.
 
-    async def _read_by(self, task_id: str, deadline: float | None) -> TaskSnapshot | None:
-        """Read the state, giving up (TimeoutError) at `deadline`: a slow backend must
-        not keep a wait past its end."""
-        async with asyncio.timeout_at(deadline):
-            return await self._store.read(task_id)
+        An outage of the result backend is ridden out (see `server.outage`):
+        Unavailable only if the state is still unknown when the wait runs out.
+        """
+        async with self._watcher.watch(self._store.key_for(task_id)) as watch:
+            outage = Outage(self._watcher, until)
+            payloads: list[bytes | None] = [None]  # subscribed: nothing stored from now is missed
+            try:
+                while True:
+                    for payload in payloads:
+                        if payload == LOST:
+                            outage.begin()
+                            continue
+                        if payload is None:
+                            read = await self._read_by(task_id, known, until, outage)
+                            if read is None:
+                                continue  # an outage: read again when the backend is back
+                            known = read
+                        elif payload != _TICK:
+                            outage.end()
+                            known = TaskSnapshot.decode(payload)
+                        yield self._as_reported(known)
+                    payloads = await self._next_changes(outage, watch, tick)
+            except TimeoutError:
+                outage.raise_if_unknown()
+
+    async def _next_changes(
+        self, outage: Outage, watch: Watch, tick: float | None
+    ) -> list[bytes | None]:
+        if tick is None:
+            return await outage.changes(watch)
+        try:
+            async with asyncio.timeout(tick):
+                return await outage.changes(watch)
+        except TimeoutError:
+            return [_TICK]
+
+    async def _read_by(
+        self, task_id: str, known: TaskSnapshot, until: float | None, outage: Outage
+    ) -> TaskSnapshot | None:
+        """Read the state (`known` when nothing is stored); None when the read failed,
+        and an outage begins. TimeoutError at `until`: a slow backend must not keep a
+        wait past its end."""
+        try:
+            async with asyncio.timeout_at(until):
+                snapshot = await self._store.read(task_id)
+        except Unavailable as exc:
+            logger.info("task %s: could not read its state, will retry: %s", task_id, exc)
+            outage.begin()
+            return None
+        outage.end()
+        return snapshot or known
 
     async def cancel(
         self, task_id: str, terminate: bool

@@ -1,33 +1,16 @@
-"""Builds replies from task views, and the wait budget from a request."""
+"""Builds replies from task views."""
 
 from datetime import datetime
-from typing import Any
 
-import grpc
-from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from server import codec, times
+from server import codec
 from server.auth import Principal
 from server.catalog import Catalog
 from server.errors import TaskDidNotSucceed
 from server.gateway import TaskView
 from server.registry import RegisteredTask, WorkerView
 from taskgate.v1 import task_service_pb2 as pb
-
-# Answer a little before the caller's deadline, so the reply (ready=false) still arrives.
-_DEADLINE_MARGIN_SECONDS = 0.05
-
-
-def wait_budget(
-    wait: Duration | None, context: grpc.aio.ServicerContext[Any, Any], cap: float
-) -> float:
-    """Seconds to wait: the requested wait, never past the deadline or the gateway's cap."""
-    seconds = times.seconds(wait, "wait") if wait is not None else 0.0
-    remaining = context.time_remaining()
-    if remaining is not None:
-        seconds = min(seconds, remaining - _DEADLINE_MARGIN_SECONDS)
-    return max(0.0, min(seconds, cap))
 
 
 def _timestamp(value: object) -> Timestamp | None:
@@ -58,8 +41,14 @@ def status_response(view: TaskView) -> pb.GetStatusResponse:
     )
 
 
-def result_response(view: TaskView, propagate: bool) -> pb.GetResultResponse:
-    """GetResult's reply; with `propagate`, a failed or revoked task raises instead."""
+def result_response(
+    view: TaskView, propagate: bool, tracebacks: bool = True
+) -> pb.GetResultResponse:
+    """GetResult's reply; with `propagate`, a failed or revoked task raises instead.
+
+    Without `tracebacks` (TASKGATE_TRACEBACKS=off) the worker's traceback, with its
+    file paths and code, is withheld from the caller.
+    """
     snapshot = view.snapshot
     response = pb.GetResultResponse(
         task_id=view.task_id, state=snapshot.state, ready=snapshot.ready
@@ -70,6 +59,8 @@ def result_response(view: TaskView, propagate: bool) -> pb.GetResultResponse:
         response.result_json = codec.dumps(snapshot.result)
         return response
     error = snapshot.error()
+    if not tracebacks:
+        error.ClearField("traceback")
     if propagate:
         reason = "TASK_REVOKED" if snapshot.state == pb.TASK_STATE_REVOKED else "TASK_FAILED"
         summary = f"task {view.task_id} ended {snapshot.state_name}: {error.type}: {error.message}"
@@ -78,9 +69,11 @@ def result_response(view: TaskView, propagate: bool) -> pb.GetResultResponse:
     return response
 
 
-def execute_response(view: TaskView, propagate: bool) -> pb.ExecuteResponse:
+def execute_response(
+    view: TaskView, propagate: bool, tracebacks: bool = True
+) -> pb.ExecuteResponse:
     """Execute's reply: GetResult's, field for field."""
-    result = result_response(view, propagate)
+    result = result_response(view, propagate, tracebacks)
     # ExecuteResponse repeats GetResultResponse's fields under the same numbers.
     return pb.ExecuteResponse.FromString(result.SerializeToString())
 
@@ -101,4 +94,5 @@ def task_list_response(
             for task in tasks
         ],
         workers_checked_at=_timestamp(view.checked_at),
+        unmatched_patterns=catalog.unmatched(view.tasks),
     )

@@ -24,6 +24,10 @@ _STATES = {
 }
 
 
+# The class Celery stores in place of an exception it cannot pickle on the worker.
+_WRAPPER = "UnpickleableExceptionWrapper"
+
+
 def _unwrap_kombu_types(obj: dict[str, Any]) -> Any:
     # kombu's JSON wraps datetimes, UUIDs and decimals as {"__type__", "__value__"};
     # callers in other languages get the plain text form.
@@ -71,18 +75,29 @@ class TaskSnapshot:
         return ""
 
     def error(self) -> pb.TaskError:
-        """The stored exception of a failed or revoked task."""
+        """The stored exception of a failed or revoked task, as the task raised it."""
         result = self.result if isinstance(self.result, dict) else {}
+        kind = result.get("exc_type", self.state_name)
+        module = result.get("exc_module")
         args = result.get("exc_message", self.result)
-        if isinstance(args, list | tuple):
-            message = str(args[0]) if len(args) == 1 else ", ".join(map(str, args))
-        else:
-            message = "" if args is None else str(args)
+        if kind == _WRAPPER and isinstance(args, list) and len(args) >= 3:
+            # Celery could not pickle the task's exception (an `__init__` taking other
+            # arguments than its `args`) and stored a wrapper that names the real one:
+            # [module, class name, args, repr].
+            module, kind, args = args[0], args[1], args[2]
         return pb.TaskError(
-            type=str(result.get("exc_type", self.state_name)),
-            message=message,
+            type=str(kind),
+            module=str(module or ""),
+            message=_message(args),
             traceback=self.traceback or "",
         )
+
+
+def _message(args: Any) -> str:
+    """An exception's message from its stored `args`, as `str(exc)` would say it."""
+    if isinstance(args, list | tuple):
+        return str(args[0]) if len(args) == 1 else ", ".join(map(str, args))
+    return "" if args is None else str(args)
 
 
 PENDING = TaskSnapshot(states.PENDING)

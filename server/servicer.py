@@ -1,6 +1,7 @@
 """`taskgate.v1.TaskService`: each RPC translates a request, calls the gateway, replies."""
 
 from collections.abc import AsyncIterator
+from contextlib import AbstractContextManager as ContextManager
 from typing import Any, TypeAlias
 
 import grpc
@@ -9,6 +10,7 @@ from server import responses
 from server.auth import current_principal
 from server.batch import submit_batch
 from server.catalog import Catalog
+from server.deadlines import WaitEnds, requested_wait
 from server.errors import InvalidArgument
 from server.gateway import Gateway
 from server.registry import WorkerRegistry
@@ -34,12 +36,15 @@ class TaskService(pb_grpc.TaskServiceServicer):
         catalog: Catalog,
         registry: WorkerRegistry,
         max_wait_seconds: float,
+        tracebacks: bool = True,
     ) -> None:
         self._gateway = gateway
         self._submitter = submitter
         self._catalog = catalog
         self._registry = registry
         self._max_wait = max_wait_seconds
+        self._wait_ends = WaitEnds()
+        self._tracebacks = tracebacks  # TASKGATE_TRACEBACKS
 
     async def Submit(self, request: pb.SubmitRequest, context: Context) -> pb.SubmitResponse:
         submission = parse_submit(request)
@@ -56,25 +61,29 @@ class TaskService(pb_grpc.TaskServiceServicer):
         self, request: pb.GetResultRequest, context: Context
     ) -> pb.GetResultResponse:
         task_id = parse_task_id(request.task_id)
-        wait = request.wait if request.HasField("wait") else None
-        view = await self._gateway.result(
-            task_id, responses.wait_budget(wait, context, self._max_wait)
-        )
-        return responses.result_response(view, propagate=request.propagate)
+        with self._reserve_wait(request, context) as until:
+            view = await self._gateway.result(task_id, until)
+        return responses.result_response(view, request.propagate, self._tracebacks)
 
     async def Execute(self, request: pb.ExecuteRequest, context: Context) -> pb.ExecuteResponse:
         try:
             submission = parse_submit(request.submit)
         except InvalidArgument as exc:
             raise exc.within("submit") from None
-        wait = request.wait if request.HasField("wait") else None
-        budget = responses.wait_budget(wait, context, self._max_wait)
-        submitted = await self._submitter.submit(submission, context.time_remaining())
-        if submitted.deduplicated:  # an earlier task: it may be long done, even expired
-            view = await self._gateway.result(submitted.task_id, budget)
-        else:
-            view = await self._gateway.result_of_new(submitted.task_id, submission.task, budget)
-        return responses.execute_response(view, propagate=request.propagate)
+        with self._reserve_wait(request, context) as until:
+            submitted = await self._submitter.submit(submission, context.time_remaining())
+            if submitted.deduplicated:  # an earlier task: it may be long done, even expired
+                view = await self._gateway.result(submitted.task_id, until)
+            else:
+                view = await self._gateway.result_of_new(submitted.task_id, submission.task, until)
+        return responses.execute_response(view, request.propagate, self._tracebacks)
+
+    def _reserve_wait(
+        self, request: pb.GetResultRequest | pb.ExecuteRequest, context: Context
+    ) -> ContextManager[float]:
+        """When the request's wait ends (event-loop time), held while it waits."""
+        wait = requested_wait(request.wait if request.HasField("wait") else None)
+        return self._wait_ends.reserve(wait, context.time_remaining(), self._max_wait)
 
     async def SubmitBatch(
         self, request: pb.SubmitBatchRequest, context: Context

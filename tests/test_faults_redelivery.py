@@ -12,30 +12,24 @@ import re
 import signal
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 
-import grpc
 import pytest
 
-from scripts.stack import Gateway, ManagedProcess, RedisServer, start_worker
+from scripts.stack import ManagedProcess, start_worker
 from taskgate.v1 import task_service_pb2 as pb
-from taskgate.v1 import task_service_pb2_grpc as pb_grpc
 from tests.fault_helpers import (
     await_result,
     children,
-    fault_env,
     managed,
     parent_of,
     poll,
-    quick_redelivery_options,
     run_pids,
     running,
     runs,
     submit,
     unique,
-    write_config,
 )
+from tests.worker_fault_stack import WorkerFaultStack, worker_fault_stack
 from worker.factory import SAFE_DEFAULTS
 
 DEFAULTS = SAFE_DEFAULTS["broker_transport_options"]
@@ -57,46 +51,12 @@ LONG_TASK_SECONDS = 10
 TIME_LIMIT = 20
 
 
-@dataclass
-class Stack:
-    """A private Redis and gateway; `env` runs workers with the defaults."""
-
-    redis: RedisServer
-    env: dict[str, str]
-    short_visibility_env: dict[str, str]
-    log_dir: Path
-    stub: pb_grpc.TaskServiceStub
-
-
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    """Redis and a gateway; no worker."""
-    log_dir = tmp_path_factory.mktemp("faults-redelivery")
-    config_dir = tmp_path_factory.mktemp("faults-redelivery-config")
-    write_config(
-        config_dir,
-        broker_transport_options=quick_redelivery_options(SHORT_VISIBILITY),
-        task_time_limit=TIME_LIMIT,
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WorkerFaultStack]:
+    """Redis and a gateway; no worker (each test starts, and kills, its own)."""
+    yield from worker_fault_stack(
+        tmp_path_factory, "faults-redelivery", SHORT_VISIBILITY, task_time_limit=TIME_LIMIT
     )
-    with managed(RedisServer(log_dir)) as redis_server:
-        env = fault_env(redis_server.url, redis_server.url)
-        with (
-            managed(Gateway(env, log_dir)) as gateway,
-            grpc.insecure_channel(gateway.address) as channel,
-        ):
-            yield Stack(
-                redis_server,
-                env,
-                fault_env(redis_server.url, redis_server.url, config_dir),
-                log_dir,
-                pb_grpc.TaskServiceStub(channel),
-            )
-
-
-def _first_run_pid(stack: Stack, key: str) -> int:
-    with stack.redis.client() as client:
-        poll(lambda: bool(run_pids(client, key)), "the task started")
-        return run_pids(client, key)[0]
 
 
 def _kill_whole_worker(worker: ManagedProcess) -> None:
@@ -109,7 +69,9 @@ def _kill_whole_worker(worker: ManagedProcess) -> None:
     poll(lambda: not any(running(pid) for pid in pool), "the pool processes died", timeout=10)
 
 
-def test_a_killed_workers_task_runs_on_another_worker_within_the_bound(stack: Stack) -> None:
+def test_a_killed_workers_task_runs_on_another_worker_within_the_bound(
+    stack: WorkerFaultStack,
+) -> None:
     """Checks the default `visibility_timeout` and restore sweep (worker/factory.py).
 
     The whole worker running a task is SIGKILLed; nobody is left to give its
@@ -123,7 +85,7 @@ def test_a_killed_workers_task_runs_on_another_worker_within_the_bound(stack: St
     key = unique()
     with managed(start_worker(stack.env, stack.log_dir, concurrency=1)) as first:
         task_id = submit(stack.stub, "tests.faults.hold", key, HOLD_SECONDS)
-        first_pid = _first_run_pid(stack, key)
+        first_pid = stack.first_run_pid(key)
         assert parent_of(first_pid) == first.popen.pid
         with managed(start_worker(stack.env, stack.log_dir, concurrency=1)) as second:
             killed_at = time.monotonic()
@@ -137,7 +99,7 @@ def test_a_killed_workers_task_runs_on_another_worker_within_the_bound(stack: St
                 assert parent_of(run_pids(client, key)[1]) == second.popen.pid
 
 
-def test_a_task_longer_than_the_visibility_timeout_runs_once(stack: Stack) -> None:
+def test_a_task_longer_than_the_visibility_timeout_runs_once(stack: WorkerFaultStack) -> None:
     """Checks the workers' heartbeat (worker/heartbeat.py).
 
     Two workers with a 3 s `visibility_timeout`, swept every second; a task of
@@ -160,7 +122,9 @@ def test_a_task_longer_than_the_visibility_timeout_runs_once(stack: Stack) -> No
         assert outcome.result_json == "1"
 
 
-def test_a_worker_warns_of_a_time_limit_beyond_the_visibility_timeout(stack: Stack) -> None:
+def test_a_worker_warns_of_a_time_limit_beyond_the_visibility_timeout(
+    stack: WorkerFaultStack,
+) -> None:
     """Checks the start-up warning (worker/visibility.py).
 
     A worker whose tasks may run 20 s (`task_time_limit`) on a broker with a

@@ -8,30 +8,24 @@ import json
 import os
 import signal
 from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 
-import grpc
 import pytest
 
-from scripts.stack import Gateway, ManagedProcess, RedisServer, start_worker
+from scripts.stack import ManagedProcess, start_worker
 from taskgate.v1 import task_service_pb2 as pb
-from taskgate.v1 import task_service_pb2_grpc as pb_grpc
 from tests.fault_helpers import (
     await_result,
-    fault_env,
     managed,
     parent_of,
     poll,
-    quick_redelivery_options,
     request,
     run_pids,
     running,
     runs,
     submit,
     unique,
-    write_config,
 )
+from tests.worker_fault_stack import WorkerFaultStack, worker_fault_stack
 
 # The first run of tests.faults.hold sleeps this long: far longer than the test needs
 # to kill it, so a task that completes must have run again.
@@ -41,45 +35,10 @@ HOLD_SECONDS = 120
 VISIBILITY_SECONDS = 3
 
 
-@dataclass
-class Stack:
-    """A private Redis and gateway; `env` runs workers with the safe defaults."""
-
-    redis: RedisServer
-    env: dict[str, str]
-    short_visibility_env: dict[str, str]
-    log_dir: Path
-    stub: pb_grpc.TaskServiceStub
-
-
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WorkerFaultStack]:
     """Redis and a gateway; no worker (each test starts, and kills, its own)."""
-    log_dir = tmp_path_factory.mktemp("faults-worker")
-    config_dir = tmp_path_factory.mktemp("faults-worker-config")
-    write_config(
-        config_dir,
-        broker_transport_options=quick_redelivery_options(VISIBILITY_SECONDS),
-    )
-    with managed(RedisServer(log_dir)) as redis_server:
-        env = fault_env(redis_server.url, redis_server.url)
-        with (
-            managed(Gateway(env, log_dir)) as gateway,
-            grpc.insecure_channel(gateway.address) as channel,
-        ):
-            yield Stack(
-                redis_server,
-                env,
-                fault_env(redis_server.url, redis_server.url, config_dir),
-                log_dir,
-                pb_grpc.TaskServiceStub(channel),
-            )
-
-
-def _first_run_pid(stack: Stack, key: str) -> int:
-    with stack.redis.client() as client:
-        poll(lambda: bool(run_pids(client, key)), "the task started")
-        return run_pids(client, key)[0]
+    yield from worker_fault_stack(tmp_path_factory, "faults-worker", VISIBILITY_SECONDS)
 
 
 def _kill_worker(worker: ManagedProcess, pool_pid: int) -> None:
@@ -89,7 +48,9 @@ def _kill_worker(worker: ManagedProcess, pool_pid: int) -> None:
     poll(lambda: not running(pool_pid), "the orphaned pool process died", timeout=10)
 
 
-def test_a_task_whose_pool_process_is_killed_runs_again_and_completes(stack: Stack) -> None:
+def test_a_task_whose_pool_process_is_killed_runs_again_and_completes(
+    stack: WorkerFaultStack,
+) -> None:
     """Checks `task_acks_late` + `task_reject_on_worker_lost` (worker/factory.py SAFE_DEFAULTS).
 
     The pool process running the task is SIGKILLed: the main process sees the
@@ -103,7 +64,7 @@ def test_a_task_whose_pool_process_is_killed_runs_again_and_completes(stack: Sta
     with managed(start_worker(stack.env, stack.log_dir, concurrency=1)) as worker:
         key = unique()
         task_id = submit(stack.stub, "tests.faults.hold", key, HOLD_SECONDS)
-        pool_pid = _first_run_pid(stack, key)
+        pool_pid = stack.first_run_pid(key)
         assert parent_of(pool_pid) == worker.popen.pid, "not a pool process of the worker"
         os.kill(pool_pid, signal.SIGKILL)
 
@@ -117,7 +78,9 @@ def test_a_task_whose_pool_process_is_killed_runs_again_and_completes(stack: Sta
         assert worker.alive()
 
 
-def test_a_task_whose_whole_worker_is_killed_completes_on_a_new_worker(stack: Stack) -> None:
+def test_a_task_whose_whole_worker_is_killed_completes_on_a_new_worker(
+    stack: WorkerFaultStack,
+) -> None:
     """Checks `task_acks_late` and the broker's visibility timeout.
 
     The worker's main process is SIGKILLed mid-task (its pool process dies
@@ -134,7 +97,7 @@ def test_a_task_whose_whole_worker_is_killed_completes_on_a_new_worker(stack: St
     key = unique()
     with managed(start_worker(stack.short_visibility_env, stack.log_dir, concurrency=1)) as first:
         task_id = submit(stack.stub, "tests.faults.hold", key, HOLD_SECONDS)
-        pool_pid = _first_run_pid(stack, key)
+        pool_pid = stack.first_run_pid(key)
         _kill_worker(first, pool_pid)
     status = stack.stub.GetStatus(pb.GetStatusRequest(task_id=task_id), timeout=5)
     assert not pb.TaskState.Name(status.state).endswith(("SUCCESS", "FAILURE"))
@@ -155,7 +118,7 @@ def _redelivered(raw: bytes) -> str:
     return json.dumps(message)
 
 
-def test_a_succeeded_task_delivered_again_does_not_run_again(stack: Stack) -> None:
+def test_a_succeeded_task_delivered_again_does_not_run_again(stack: WorkerFaultStack) -> None:
     """Checks `worker_deduplicate_successful_tasks` (worker/factory.py SAFE_DEFAULTS).
 
     A worker that dies after storing SUCCESS but before acknowledging leaves a

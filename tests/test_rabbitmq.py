@@ -5,9 +5,6 @@ guest/guest), made and removed with rabbitmqctl.
 """
 
 import json
-import os
-import shutil
-import subprocess
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -22,26 +19,15 @@ from taskgate.v1 import task_service_pb2 as pb
 from taskgate.v1 import task_service_pb2_grpc as pb_grpc
 from tests.fault_helpers import runs
 from tests.grpc_helpers import call_error
+from tests.rabbitmq_helpers import private_vhost
 from worker.config import CelerySettings
 from worker.factory import create_app
 
 
-def _rabbitmqctl(*args: str) -> None:
-    subprocess.run(["rabbitmqctl", *args], check=True, capture_output=True, timeout=60)
-
-
 @pytest.fixture(scope="module")
 def vhost() -> Iterator[str]:
-    """A private vhost; without RabbitMQ the tests skip, except in CI where they fail."""
-    if shutil.which("rabbitmqctl") is None:
-        if os.environ.get("CI"):
-            pytest.fail("RabbitMQ (rabbitmqctl) is required in CI")
-        pytest.skip("RabbitMQ is not installed here")
-    name = f"taskgate-test-{uuid.uuid4().hex[:8]}"
-    _rabbitmqctl("add_vhost", name)
-    _rabbitmqctl("set_permissions", "-p", name, "guest", ".*", ".*", ".*")
-    yield name
-    _rabbitmqctl("delete_vhost", name)
+    """A private RabbitMQ vhost."""
+    yield from private_vhost()
 
 
 @dataclass

@@ -12,6 +12,7 @@ from typing import Any
 from celery import Celery
 from kombu.utils.url import maybe_sanitize_url
 
+from worker.backend import install_requeueing_backend
 from worker.config import DEFAULT_REDIS_URL, EXAMPLE_TASK_MODULE, CelerySettings
 from worker.guard import GUARDED_TASK
 from worker.heartbeat import HeartbeatStep
@@ -35,6 +36,18 @@ SAFE_DEFAULTS: Mapping[str, Any] = {
     "task_track_started": True,
     "result_extended": True,
     "result_expires": 86400,
+    # A pool process that cannot store a state retries through a backend outage of about
+    # a minute (Celery's default retries never): full-jitter backoff from 200 ms, capped
+    # at 4 s, so ~2 s a try on average and a task resumes within 4 s of Redis returning.
+    # The process is blocked meanwhile and takes no new message; against a frozen Redis
+    # each try also waits out the 5 s socket timeout (about 3.5 min in all). After the
+    # last try the worker's backend gives the message back (worker/backend.py). Reads
+    # retry too: without, a redelivered task's duplicate check fails on a Redis that is
+    # still loading and Celery stores FAILURE for a task that never ran.
+    "result_backend_always_retry": True,
+    "result_backend_max_retries": 30,
+    "result_backend_base_sleep_between_retries_ms": 200,
+    "result_backend_max_sleep_between_retries_ms": 4000,
     # kombu waits forever on a dead socket by default; a publish must fail instead.
     "broker_connection_timeout": 4.0,
     "broker_connection_retry_on_startup": True,
@@ -123,8 +136,16 @@ _REPORTED = (
     "worker_deduplicate_successful_tasks",
     "task_track_started",
     "result_expires",
+    "result_backend_always_retry",
+    "result_backend_max_retries",
+    "result_backend_base_sleep_between_retries_ms",
+    "result_backend_max_sleep_between_retries_ms",
     "broker_transport_options",
     "task_publish_retry_policy",
+    # Where tasks go and what they run with: a wrong module shows here first.
+    "task_routes",
+    "task_annotations",
+    "timezone",
 )
 
 
@@ -143,11 +164,13 @@ def describe(app: Celery) -> str:
 def create_app(settings: CelerySettings, *, load_tasks: bool = True) -> Celery:
     """Build a configured Celery app; the gateway passes `load_tasks=False`.
 
-    Workers' tasks skip duplicate messages of a task id (`worker.guard`), and
-    workers keep the Redis messages they hold fresh (`worker.heartbeat`).
+    Workers' tasks skip duplicate messages of a task id (`worker.guard`), workers
+    keep the Redis messages they hold fresh (`worker.heartbeat`), and a task whose
+    state cannot be stored goes back to the broker (`worker.backend`).
     """
     app = Celery("taskgate", task_cls=GUARDED_TASK if load_tasks else None)
     app.conf.update(build_config(settings, load_tasks=load_tasks))
     if load_tasks:
         app.steps["worker"].add(HeartbeatStep)
+        install_requeueing_backend(app)
     return app

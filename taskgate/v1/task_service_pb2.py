@@ -27,7 +27,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from google.rpc import status_pb2 as google_dot_rpc_dot_status__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1etaskgate/v1/task_service.proto\x12\x0btaskgate.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17google/rpc/status.proto\"\x8b\x01\n\rSubmitRequest\x12\x0c\n\x04task\x18\x01 \x01(\t\x12\x11\n\targs_json\x18\x02 \x01(\t\x12\x13\n\x0bkwargs_json\x18\x03 \x01(\t\x12+\n\x07options\x18\x04 \x01(\x0b\x32\x1a.taskgate.v1.SubmitOptions\x12\x17\n\x0fidempotency_key\x18\x05 \x01(\t\"\xe7\x02\n\rSubmitOptions\x12\r\n\x05queue\x18\x01 \x01(\t\x12,\n\tcountdown\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\'\n\x03\x65ta\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12+\n\x07\x65xpires\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x15\n\x08priority\x18\x05 \x01(\x05H\x00\x88\x01\x01\x12\x38\n\x07headers\x18\x06 \x03(\x0b\x32\'.taskgate.v1.SubmitOptions.HeadersEntry\x12\x35\n\x0cretry_policy\x18\x07 \x01(\x0b\x32\x1f.taskgate.v1.PublishRetryPolicy\x1a.\n\x0cHeadersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\x0b\n\t_priority\"\xbf\x01\n\x12PublishRetryPolicy\x12\x13\n\x0bmax_retries\x18\x01 \x01(\r\x12\x31\n\x0einterval_start\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x30\n\rinterval_step\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12/\n\x0cinterval_max\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\"7\n\x0eSubmitResponse\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x14\n\x0c\x64\x65\x64uplicated\x18\x02 \x01(\x08\"#\n\x10GetStatusRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\"\x82\x02\n\x11GetStatusResponse\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12%\n\x05state\x18\x02 \x01(\x0e\x32\x16.taskgate.v1.TaskState\x12\x12\n\nstate_name\x18\x03 \x01(\t\x12\x11\n\tmeta_json\x18\x04 \x01(\t\x12\x0c\n\x04task\x18\x05 \x01(\t\x12\x30\n\x0csubmitted_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12-\n\tdate_done\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07retries\x18\x08 \x01(\r\x12\x0e\n\x06worker\x18\t \x01(\t\"_\n\x10GetResultRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\'\n\x04wait\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x11\n\tpropagate\x18\x03 \x01(\x08\"\xa5\x01\n\x11GetResultResponse\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12%\n\x05state\x18\x02 \x01(\x0e\x32\x16.taskgate.v1.TaskState\x12\r\n\x05ready\x18\x03 \x01(\x08\x12\x15\n\x0bresult_json\x18\x04 \x01(\tH\x00\x12\'\n\x05\x65rror\x18\x05 \x01(\x0b\x32\x16.taskgate.v1.TaskErrorH\x00\x42\t\n\x07outcome\"=\n\tTaskError\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x11\n\ttraceback\x18\x03 \x01(\t\"x\n\x0e\x45xecuteRequest\x12*\n\x06submit\x18\x01 \x01(\x0b\x32\x1a.taskgate.v1.SubmitRequest\x12\'\n\x04wait\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x11\n\tpropagate\x18\x03 \x01(\x08\"\xa3\x01\n\x0f\x45xecuteResponse\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12%\n\x05state\x18\x02 \x01(\x0e\x32\x16.taskgate.v1.TaskState\x12\r\n\x05ready\x18\x03 \x01(\x08\x12\x15\n\x0bresult_json\x18\x04 \x01(\tH\x00\x12\'\n\x05\x65rror\x18\x05 \x01(\x0b\x32\x16.taskgate.v1.TaskErrorH\x00\x42\t\n\x07outcome\"B\n\x12SubmitBatchRequest\x12,\n\x08requests\x18\x01 \x03(\x0b\x32\x1a.taskgate.v1.SubmitRequest\"F\n\x13SubmitBatchResponse\x12/\n\x07results\x18\x01 \x03(\x0b\x32\x1e.taskgate.v1.SubmitBatchResult\"V\n\x11SubmitBatchResult\x12\x11\n\x07task_id\x18\x01 \x01(\tH\x00\x12#\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x12.google.rpc.StatusH\x00\x42\t\n\x07outcome\"3\n\rCancelRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x11\n\tterminate\x18\x02 \x01(\x08\"u\n\x0e\x43\x61ncelResponse\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12+\n\x07outcome\x18\x02 \x01(\x0e\x32\x1a.taskgate.v1.CancelOutcome\x12%\n\x05state\x18\x03 \x01(\x0e\x32\x16.taskgate.v1.TaskState\"%\n\x12WatchStatusRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\"E\n\x13WatchStatusResponse\x12.\n\x06status\x18\x01 \x01(\x0b\x32\x1e.taskgate.v1.GetStatusResponse\"\x12\n\x10ListTasksRequest\"q\n\x11ListTasksResponse\x12$\n\x05tasks\x18\x01 \x03(\x0b\x32\x15.taskgate.v1.TaskInfo\x12\x36\n\x12workers_checked_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"@\n\x08TaskInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07workers\x18\x02 \x03(\t\x12\x15\n\rignore_result\x18\x03 \x01(\x08*\xe5\x01\n\tTaskState\x12\x1a\n\x16TASK_STATE_UNSPECIFIED\x10\x00\x12\x16\n\x12TASK_STATE_PENDING\x10\x01\x12\x17\n\x13TASK_STATE_RECEIVED\x10\x02\x12\x16\n\x12TASK_STATE_STARTED\x10\x03\x12\x14\n\x10TASK_STATE_RETRY\x10\x04\x12\x16\n\x12TASK_STATE_SUCCESS\x10\x05\x12\x16\n\x12TASK_STATE_FAILURE\x10\x06\x12\x16\n\x12TASK_STATE_REVOKED\x10\x07\x12\x15\n\x11TASK_STATE_CUSTOM\x10\x08*\xbc\x01\n\rCancelOutcome\x12\x1e\n\x1a\x43\x41NCEL_OUTCOME_UNSPECIFIED\x10\x00\x12\x1a\n\x16\x43\x41NCEL_OUTCOME_REVOKED\x10\x01\x12(\n$CANCEL_OUTCOME_TERMINATION_SIGNALLED\x10\x02\x12 \n\x1c\x43\x41NCEL_OUTCOME_STILL_RUNNING\x10\x03\x12#\n\x1f\x43\x41NCEL_OUTCOME_ALREADY_FINISHED\x10\x04\x32\xe3\x04\n\x0bTaskService\x12\x41\n\x06Submit\x12\x1a.taskgate.v1.SubmitRequest\x1a\x1b.taskgate.v1.SubmitResponse\x12J\n\tGetStatus\x12\x1d.taskgate.v1.GetStatusRequest\x1a\x1e.taskgate.v1.GetStatusResponse\x12J\n\tGetResult\x12\x1d.taskgate.v1.GetResultRequest\x1a\x1e.taskgate.v1.GetResultResponse\x12\x44\n\x07\x45xecute\x12\x1b.taskgate.v1.ExecuteRequest\x1a\x1c.taskgate.v1.ExecuteResponse\x12P\n\x0bSubmitBatch\x12\x1f.taskgate.v1.SubmitBatchRequest\x1a .taskgate.v1.SubmitBatchResponse\x12\x41\n\x06\x43\x61ncel\x12\x1a.taskgate.v1.CancelRequest\x1a\x1b.taskgate.v1.CancelResponse\x12R\n\x0bWatchStatus\x12\x1f.taskgate.v1.WatchStatusRequest\x1a .taskgate.v1.WatchStatusResponse0\x01\x12J\n\tListTasks\x12\x1d.taskgate.v1.ListTasksRequest\x1a\x1e.taskgate.v1.ListTasksResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1etaskgate/v1/task_service.proto\x12\x0btaskgate.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17google/rpc/status.proto\"\x8b\x01\n\rSubmitRequest\x12\x0c\n\x04task\x18\x01 \x01(\t\x12\x11\n\targs_json\x18\x02 \x01(\t\x12\x13\n\x0bkwargs_json\x18\x03 \x01(\t\x12+\n\x07options\x18\x04 \x01(\x0b\x32\x1a.taskgate.v1.SubmitOptions\x12\x17\n\x0fidempotency_key\x18\x05 \x01(\t\"\xe7\x02\n\rSubmitOptions\x12\r\n\x05queue\x18\x01 \x01(\t\x12,\n\tcountdown\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\'\n\x03\x65ta\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12+\n\x07\x65xpires\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x15\n\x08priority\x18\x05 \x01(\x05H\x00\x88\x01\x01\x12\x38\n\x07headers\x18\x06 \x03(\x0b\x32\'.taskgate.v1.SubmitOptions.HeadersEntry\x12\x35\n\x0cretry_policy\x18\x07 \x01(\x0b\x32\x1f.taskgate.v1.PublishRetryPolicy\x1a.\n\x0cHeadersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\x0b\n\t_priority\"\xbf\x01\n\x12PublishRetryPolicy\x12\x13\n\x0bmax_retries\x18\x01 \x01(\r\x12\x31\n\x0einterval_start\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x30\n\rinterval_step\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12/\n\x0cinterval_max\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\"7\n\x0eSubmitResponse\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x14\n\x0c\x64\x65\x64uplicated\x18\x02 \x01(\x08\"#\n\x10GetStatusRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\"\x82\x02\n\x11GetStatusResponse\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12%\n\x05state\x18\x02 \x01(\x0e\x32\x16.taskgate.v1.TaskState\x12\x12\n\nstate_name\x18\x03 \x01(\t\x12\x11\n\tmeta_json\x18\x04 \x01(\t\x12\x0c\n\x04task\x18\x05 \x01(\t\x12\x30\n\x0csubmitted_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12-\n\tdate_done\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07retries\x18\x08 \x01(\r\x12\x0e\n\x06worker\x18\t \x01(\t\"_\n\x10GetResultRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\'\n\x04wait\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x11\n\tpropagate\x18\x03 \x01(\x08\"\xa5\x01\n\x11GetResultResponse\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12%\n\x05state\x18\x02 \x01(\x0e\x32\x16.taskgate.v1.TaskState\x12\r\n\x05ready\x18\x03 \x01(\x08\x12\x15\n\x0bresult_json\x18\x04 \x01(\tH\x00\x12\'\n\x05\x65rror\x18\x05 \x01(\x0b\x32\x16.taskgate.v1.TaskErrorH\x00\x42\t\n\x07outcome\"M\n\tTaskError\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x11\n\ttraceback\x18\x03 \x01(\t\x12\x0e\n\x06module\x18\x04 \x01(\t\"x\n\x0e\x45xecuteRequest\x12*\n\x06submit\x18\x01 \x01(\x0b\x32\x1a.taskgate.v1.SubmitRequest\x12\'\n\x04wait\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x11\n\tpropagate\x18\x03 \x01(\x08\"\xa3\x01\n\x0f\x45xecuteResponse\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12%\n\x05state\x18\x02 \x01(\x0e\x32\x16.taskgate.v1.TaskState\x12\r\n\x05ready\x18\x03 \x01(\x08\x12\x15\n\x0bresult_json\x18\x04 \x01(\tH\x00\x12\'\n\x05\x65rror\x18\x05 \x01(\x0b\x32\x16.taskgate.v1.TaskErrorH\x00\x42\t\n\x07outcome\"B\n\x12SubmitBatchRequest\x12,\n\x08requests\x18\x01 \x03(\x0b\x32\x1a.taskgate.v1.SubmitRequest\"F\n\x13SubmitBatchResponse\x12/\n\x07results\x18\x01 \x03(\x0b\x32\x1e.taskgate.v1.SubmitBatchResult\"V\n\x11SubmitBatchResult\x12\x11\n\x07task_id\x18\x01 \x01(\tH\x00\x12#\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x12.google.rpc.StatusH\x00\x42\t\n\x07outcome\"3\n\rCancelRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x11\n\tterminate\x18\x02 \x01(\x08\"u\n\x0e\x43\x61ncelResponse\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12+\n\x07outcome\x18\x02 \x01(\x0e\x32\x1a.taskgate.v1.CancelOutcome\x12%\n\x05state\x18\x03 \x01(\x0e\x32\x16.taskgate.v1.TaskState\"%\n\x12WatchStatusRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\"E\n\x13WatchStatusResponse\x12.\n\x06status\x18\x01 \x01(\x0b\x32\x1e.taskgate.v1.GetStatusResponse\"\x12\n\x10ListTasksRequest\"\x8d\x01\n\x11ListTasksResponse\x12$\n\x05tasks\x18\x01 \x03(\x0b\x32\x15.taskgate.v1.TaskInfo\x12\x36\n\x12workers_checked_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1a\n\x12unmatched_patterns\x18\x03 \x03(\t\"@\n\x08TaskInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07workers\x18\x02 \x03(\t\x12\x15\n\rignore_result\x18\x03 \x01(\x08*\xe5\x01\n\tTaskState\x12\x1a\n\x16TASK_STATE_UNSPECIFIED\x10\x00\x12\x16\n\x12TASK_STATE_PENDING\x10\x01\x12\x17\n\x13TASK_STATE_RECEIVED\x10\x02\x12\x16\n\x12TASK_STATE_STARTED\x10\x03\x12\x14\n\x10TASK_STATE_RETRY\x10\x04\x12\x16\n\x12TASK_STATE_SUCCESS\x10\x05\x12\x16\n\x12TASK_STATE_FAILURE\x10\x06\x12\x16\n\x12TASK_STATE_REVOKED\x10\x07\x12\x15\n\x11TASK_STATE_CUSTOM\x10\x08*\xbc\x01\n\rCancelOutcome\x12\x1e\n\x1a\x43\x41NCEL_OUTCOME_UNSPECIFIED\x10\x00\x12\x1a\n\x16\x43\x41NCEL_OUTCOME_REVOKED\x10\x01\x12(\n$CANCEL_OUTCOME_TERMINATION_SIGNALLED\x10\x02\x12 \n\x1c\x43\x41NCEL_OUTCOME_STILL_RUNNING\x10\x03\x12#\n\x1f\x43\x41NCEL_OUTCOME_ALREADY_FINISHED\x10\x04\x32\xe3\x04\n\x0bTaskService\x12\x41\n\x06Submit\x12\x1a.taskgate.v1.SubmitRequest\x1a\x1b.taskgate.v1.SubmitResponse\x12J\n\tGetStatus\x12\x1d.taskgate.v1.GetStatusRequest\x1a\x1e.taskgate.v1.GetStatusResponse\x12J\n\tGetResult\x12\x1d.taskgate.v1.GetResultRequest\x1a\x1e.taskgate.v1.GetResultResponse\x12\x44\n\x07\x45xecute\x12\x1b.taskgate.v1.ExecuteRequest\x1a\x1c.taskgate.v1.ExecuteResponse\x12P\n\x0bSubmitBatch\x12\x1f.taskgate.v1.SubmitBatchRequest\x1a .taskgate.v1.SubmitBatchResponse\x12\x41\n\x06\x43\x61ncel\x12\x1a.taskgate.v1.CancelRequest\x1a\x1b.taskgate.v1.CancelResponse\x12R\n\x0bWatchStatus\x12\x1f.taskgate.v1.WatchStatusRequest\x1a .taskgate.v1.WatchStatusResponse0\x01\x12J\n\tListTasks\x12\x1d.taskgate.v1.ListTasksRequest\x1a\x1e.taskgate.v1.ListTasksResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,10 +36,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_SUBMITOPTIONS_HEADERSENTRY']._loaded_options = None
   _globals['_SUBMITOPTIONS_HEADERSENTRY']._serialized_options = b'8\001'
-  _globals['_TASKSTATE']._serialized_start=2518
-  _globals['_TASKSTATE']._serialized_end=2747
-  _globals['_CANCELOUTCOME']._serialized_start=2750
-  _globals['_CANCELOUTCOME']._serialized_end=2938
+  _globals['_TASKSTATE']._serialized_start=2563
+  _globals['_TASKSTATE']._serialized_end=2792
+  _globals['_CANCELOUTCOME']._serialized_start=2795
+  _globals['_CANCELOUTCOME']._serialized_end=2983
   _globals['_SUBMITREQUEST']._serialized_start=138
   _globals['_SUBMITREQUEST']._serialized_end=277
   _globals['_SUBMITOPTIONS']._serialized_start=280
@@ -59,31 +59,31 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETRESULTRESPONSE']._serialized_start=1288
   _globals['_GETRESULTRESPONSE']._serialized_end=1453
   _globals['_TASKERROR']._serialized_start=1455
-  _globals['_TASKERROR']._serialized_end=1516
-  _globals['_EXECUTEREQUEST']._serialized_start=1518
-  _globals['_EXECUTEREQUEST']._serialized_end=1638
-  _globals['_EXECUTERESPONSE']._serialized_start=1641
-  _globals['_EXECUTERESPONSE']._serialized_end=1804
-  _globals['_SUBMITBATCHREQUEST']._serialized_start=1806
-  _globals['_SUBMITBATCHREQUEST']._serialized_end=1872
-  _globals['_SUBMITBATCHRESPONSE']._serialized_start=1874
-  _globals['_SUBMITBATCHRESPONSE']._serialized_end=1944
-  _globals['_SUBMITBATCHRESULT']._serialized_start=1946
-  _globals['_SUBMITBATCHRESULT']._serialized_end=2032
-  _globals['_CANCELREQUEST']._serialized_start=2034
-  _globals['_CANCELREQUEST']._serialized_end=2085
-  _globals['_CANCELRESPONSE']._serialized_start=2087
-  _globals['_CANCELRESPONSE']._serialized_end=2204
-  _globals['_WATCHSTATUSREQUEST']._serialized_start=2206
-  _globals['_WATCHSTATUSREQUEST']._serialized_end=2243
-  _globals['_WATCHSTATUSRESPONSE']._serialized_start=2245
-  _globals['_WATCHSTATUSRESPONSE']._serialized_end=2314
-  _globals['_LISTTASKSREQUEST']._serialized_start=2316
-  _globals['_LISTTASKSREQUEST']._serialized_end=2334
-  _globals['_LISTTASKSRESPONSE']._serialized_start=2336
-  _globals['_LISTTASKSRESPONSE']._serialized_end=2449
-  _globals['_TASKINFO']._serialized_start=2451
-  _globals['_TASKINFO']._serialized_end=2515
-  _globals['_TASKSERVICE']._serialized_start=2941
-  _globals['_TASKSERVICE']._serialized_end=3552
+  _globals['_TASKERROR']._serialized_end=1532
+  _globals['_EXECUTEREQUEST']._serialized_start=1534
+  _globals['_EXECUTEREQUEST']._serialized_end=1654
+  _globals['_EXECUTERESPONSE']._serialized_start=1657
+  _globals['_EXECUTERESPONSE']._serialized_end=1820
+  _globals['_SUBMITBATCHREQUEST']._serialized_start=1822
+  _globals['_SUBMITBATCHREQUEST']._serialized_end=1888
+  _globals['_SUBMITBATCHRESPONSE']._serialized_start=1890
+  _globals['_SUBMITBATCHRESPONSE']._serialized_end=1960
+  _globals['_SUBMITBATCHRESULT']._serialized_start=1962
+  _globals['_SUBMITBATCHRESULT']._serialized_end=2048
+  _globals['_CANCELREQUEST']._serialized_start=2050
+  _globals['_CANCELREQUEST']._serialized_end=2101
+  _globals['_CANCELRESPONSE']._serialized_start=2103
+  _globals['_CANCELRESPONSE']._serialized_end=2220
+  _globals['_WATCHSTATUSREQUEST']._serialized_start=2222
+  _globals['_WATCHSTATUSREQUEST']._serialized_end=2259
+  _globals['_WATCHSTATUSRESPONSE']._serialized_start=2261
+  _globals['_WATCHSTATUSRESPONSE']._serialized_end=2330
+  _globals['_LISTTASKSREQUEST']._serialized_start=2332
+  _globals['_LISTTASKSREQUEST']._serialized_end=2350
+  _globals['_LISTTASKSRESPONSE']._serialized_start=2353
+  _globals['_LISTTASKSRESPONSE']._serialized_end=2494
+  _globals['_TASKINFO']._serialized_start=2496
+  _globals['_TASKINFO']._serialized_end=2560
+  _globals['_TASKSERVICE']._serialized_start=2986
+  _globals['_TASKSERVICE']._serialized_end=3597
 # @@protoc_insertion_point(module_scope)

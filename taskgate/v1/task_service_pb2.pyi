@@ -31,11 +31,13 @@ class _TaskStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_TaskState.V
     TASK_STATE_UNSPECIFIED: _TaskState.ValueType  # 0
     """Never sent; the zero value required by proto3."""
     TASK_STATE_PENDING: _TaskState.ValueType  # 1
-    """Queued and not yet picked up by a worker."""
+    """Queued and not yet picked up by a worker, or queued again because the
+    worker that had started it is gone (see GetStatus).
+    """
     TASK_STATE_RECEIVED: _TaskState.ValueType  # 2
     """Received by a worker (reported only where the backend records it)."""
     TASK_STATE_STARTED: _TaskState.ValueType  # 3
-    """Running on a worker."""
+    """Running on a worker that was alive at the gateway's last look."""
     TASK_STATE_RETRY: _TaskState.ValueType  # 4
     """Failed and waiting to be retried."""
     TASK_STATE_SUCCESS: _TaskState.ValueType  # 5
@@ -53,11 +55,13 @@ class TaskState(_TaskState, metaclass=_TaskStateEnumTypeWrapper):
 TASK_STATE_UNSPECIFIED: TaskState.ValueType  # 0
 """Never sent; the zero value required by proto3."""
 TASK_STATE_PENDING: TaskState.ValueType  # 1
-"""Queued and not yet picked up by a worker."""
+"""Queued and not yet picked up by a worker, or queued again because the
+worker that had started it is gone (see GetStatus).
+"""
 TASK_STATE_RECEIVED: TaskState.ValueType  # 2
 """Received by a worker (reported only where the backend records it)."""
 TASK_STATE_STARTED: TaskState.ValueType  # 3
-"""Running on a worker."""
+"""Running on a worker that was alive at the gateway's last look."""
 TASK_STATE_RETRY: TaskState.ValueType  # 4
 """Failed and waiting to be retried."""
 TASK_STATE_SUCCESS: TaskState.ValueType  # 5
@@ -488,22 +492,34 @@ class TaskError(_message.Message):
     TYPE_FIELD_NUMBER: _builtins.int
     MESSAGE_FIELD_NUMBER: _builtins.int
     TRACEBACK_FIELD_NUMBER: _builtins.int
+    MODULE_FIELD_NUMBER: _builtins.int
     type: _builtins.str
-    """The exception's class name, for example "ValueError"."""
+    """The exception's class name, for example "ValueError". For an exception
+    that Celery could not pickle on the worker (its `__init__` takes other
+    arguments than its `args`), the task's own class, not Celery's
+    UnpickleableExceptionWrapper.
+    """
     message: _builtins.str
     """The exception's message."""
     traceback: _builtins.str
-    """The worker's formatted traceback, when Celery stored one."""
+    """The worker's formatted traceback, when Celery stored one and the
+    gateway's operator lets callers see it (TASKGATE_TRACEBACKS).
+    """
+    module: _builtins.str
+    """The Python module that defines the exception's class, for example
+    "builtins" or "billing.errors"; empty when Celery stored none.
+    """
     def __init__(
         self,
         *,
         type: _builtins.str = ...,
         message: _builtins.str = ...,
         traceback: _builtins.str = ...,
+        module: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["message", b"message", "traceback", b"traceback", "type", b"type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["message", b"message", "module", b"module", "traceback", b"traceback", "type", b"type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -795,6 +811,7 @@ class ListTasksResponse(_message.Message):
 
     TASKS_FIELD_NUMBER: _builtins.int
     WORKERS_CHECKED_AT_FIELD_NUMBER: _builtins.int
+    UNMATCHED_PATTERNS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def tasks(self) -> _containers.RepeatedCompositeFieldContainer[Global___TaskInfo]:
         """The tasks, sorted by name."""
@@ -803,15 +820,24 @@ class ListTasksResponse(_message.Message):
     def workers_checked_at(self) -> _timestamp_pb2.Timestamp:
         """When the workers were last asked what they serve."""
 
+    @_builtins.property
+    def unmatched_patterns(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The catalog's patterns (TASKGATE_TASKS) that match no task any live
+        worker serves, as the workers last answered: most often a typo
+        ("taks.*") or a wrong separator ("tasks.*;billing.*"; patterns are
+        separated by commas). Empty when each pattern matches a served task.
+        """
+
     def __init__(
         self,
         *,
         tasks: _abc.Iterable[Global___TaskInfo] | None = ...,
         workers_checked_at: _timestamp_pb2.Timestamp | None = ...,
+        unmatched_patterns: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["workers_checked_at", b"workers_checked_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["tasks", b"tasks", "workers_checked_at", b"workers_checked_at"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["tasks", b"tasks", "unmatched_patterns", b"unmatched_patterns", "workers_checked_at", b"workers_checked_at"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

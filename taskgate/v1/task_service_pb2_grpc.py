@@ -112,11 +112,13 @@ class TaskServiceServicer:
 
         OK means the broker accepted the message. Status codes:
         INVALID_ARGUMENT (a malformed field, named in a BadRequest detail),
-        NOT_FOUND (the task name is not in the gateway's catalog),
+        NOT_FOUND (the task name is not in the gateway's catalog or, with
+        TASKGATE_REQUIRE_REGISTERED on, no live worker registers it),
         ALREADY_EXISTS (the idempotency key was used for a different request;
         an ErrorInfo with reason IDEMPOTENCY_KEY_REUSED names its task id),
         PERMISSION_DENIED (the caller's token may not submit this task),
-        UNAVAILABLE (the broker or result backend cannot be reached),
+        UNAVAILABLE (the broker or result backend cannot be reached, or, with
+        TASKGATE_REQUIRE_REGISTERED on, no worker has reported its tasks yet),
         DEADLINE_EXCEEDED, INTERNAL.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -125,6 +127,13 @@ class TaskServiceServicer:
 
     def GetStatus(self, request, context):
         """GetStatus reports a task's current state without waiting.
+
+        A task stored as STARTED on a worker that has since died whole is
+        reported PENDING: with acks_late its message goes back to the queue and
+        another worker starts it again. The gateway judges a worker dead when it
+        is missing from the latest answer of the live workers it asks in the
+        background (every TASKGATE_WORKERS_REFRESH seconds), while other workers
+        did answer; without a recent answer it reports the stored state.
 
         Status codes: INVALID_ARGUMENT (a malformed task id), NOT_FOUND (an id
         this gateway never dispatched, or whose result has expired: the message
@@ -140,6 +149,11 @@ class TaskServiceServicer:
         """GetResult returns a task's result, waiting up to `wait` for it to finish.
 
         A task that failed is reported in `error`, unless `propagate` is set.
+        A wait that does not see the task finish answers ready=false before the
+        call's deadline, however many waits end at once. A wait rides out an
+        outage of the result backend: it reads the state again once the backend
+        is back, and ends UNAVAILABLE only if the backend is still unreachable
+        when the wait runs out (a state read before the outage may be stale).
         Status codes: INVALID_ARGUMENT (a malformed task id or a negative wait),
         NOT_FOUND, FAILED_PRECONDITION (with `propagate`, the task failed or was
         revoked; the status carries an ErrorInfo with reason TASK_FAILED or
@@ -191,9 +205,12 @@ class TaskServiceServicer:
 
         The first message is the current state; then one message per change,
         each PROGRESS update included; the stream ends after a final state
-        (SUCCESS, FAILURE or REVOKED). Status codes: INVALID_ARGUMENT,
+        (SUCCESS, FAILURE or REVOKED). A STARTED task whose worker is gone is
+        streamed as PENDING (see GetStatus). The stream rides out an outage of
+        the result backend of up to 15 s. Status codes: INVALID_ARGUMENT,
         NOT_FOUND, FAILED_PRECONDITION (the task stores no result),
-        UNAVAILABLE, DEADLINE_EXCEEDED, INTERNAL.
+        UNAVAILABLE (the backend unreachable for longer), DEADLINE_EXCEEDED,
+        INTERNAL.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -1,0 +1,104 @@
+"""When a wait must end so that its reply still beats the caller's deadline.
+
+The deadline a server sees is the caller's rounded up (see `header_rounding`),
+a reply takes time to leave once its wait ends, and waits that end together
+leave one after another: a thousand GetResult calls with wait = deadline,
+fired at once, all missed a fixed 50 ms margin (DEADLINE_EXCEEDED instead of
+ready=false). So each wait keeps, before its deadline, a margin for the
+replies of the waits already due to end just before that deadline: the
+ends of the waits in flight are kept one reply's time apart, so the later of
+two such waits ends earlier, and their replies leave one by one.
+"""
+
+import asyncio
+import bisect
+import contextlib
+import math
+from collections.abc import Iterator
+
+from google.protobuf.duration_pb2 import Duration
+
+from server import times
+
+MARGIN_SECONDS = 0.05
+"""What a lone wait keeps before its deadline, so the reply (ready=false) still arrives."""
+
+REPLY_SECONDS = 0.001
+"""What one reply costs the gateway to send, measured as waits ended together."""
+
+
+def header_rounding(time_remaining: float) -> float:
+    """How much later than the caller's deadline ours may be, in seconds.
+
+    gRPC C-core sends a deadline as a `grpc-timeout` header of at most three
+    significant digits, rounded up (src/core/lib/transport/timeout_encoding.cc):
+    a 60 s timeout arrives in 100 ms steps, a 5 s one in 10 ms steps.
+    """
+    if time_remaining < 1:
+        return 0.001
+    return float(10 ** (math.floor(math.log10(time_remaining)) - 2))
+
+
+def requested_wait(wait: Duration | None) -> float:
+    """The wait a request asks for, in seconds (0 when it asks for none)."""
+    return times.seconds(wait, "wait") if wait is not None else 0.0
+
+
+class WaitEnds:
+    """The end of every wait in flight, at least one reply's time apart.
+
+    A new wait ends at the latest time before its deadline (less `margin`)
+    that is `per_reply` away from every other end; in a crowd that means just
+    below the run of ends packed there. A wait that ends early (its task
+    finished) gives its place back.
+    """
+
+    def __init__(self, margin: float = MARGIN_SECONDS, per_reply: float = REPLY_SECONDS) -> None:
+        self._margin = margin
+        self._per_reply = per_reply
+        self._ends: list[float] = []  # event-loop times, sorted
+
+    def __len__(self) -> int:
+        return len(self._ends)
+
+    @contextlib.contextmanager
+    def reserve(self, wait: float, time_remaining: float | None, cap: float) -> Iterator[float]:
+        """The event-loop time at which this wait ends, held for the duration of the block:
+        at most `wait` (and `cap`) seconds from now, and a margin before the deadline that
+        `time_remaining` gives, wider as more waits end just before it."""
+        now = asyncio.get_running_loop().time()
+        latest = now + min(wait, cap)
+        if time_remaining is not None:
+            margin = self._margin + header_rounding(time_remaining)
+            latest = min(latest, now + time_remaining - margin)
+        end, index = self._place(latest)
+        end = max(end, now)
+        self._ends.insert(index, end)
+        try:
+            yield end
+        finally:
+            del self._ends[bisect.bisect_left(self._ends, end)]
+
+    def _place(self, latest: float) -> tuple[float, int]:
+        """The latest end at or before `latest` clear of the others, and its index."""
+        ends, gap = self._ends, self._per_reply
+        end = latest
+        index = bisect.bisect_right(ends, end)
+        if index < len(ends) and ends[index] - end < gap:
+            end = ends[index] - gap  # just below the end above, too close
+        while index > 0 and end - ends[index - 1] < gap:
+            index = self._run_start(index - 1)
+            end = ends[index] - gap  # below the whole run packed under us
+        return end, index
+
+    def _run_start(self, top: int) -> int:
+        """The first index of the run of ends packed one gap apart that ends at `top`."""
+        ends, gap = self._ends, self._per_reply
+        low, high = 0, top  # the answer lies in [low, high]
+        while low < high:
+            middle = (low + high) // 2
+            if ends[top] - ends[middle] <= (top - middle) * gap + gap / 2:
+                high = middle
+            else:
+                low = middle + 1
+        return low
