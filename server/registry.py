@@ -118,6 +118,9 @@ class WorkerRegistry:
                 await self.refresh()
             except GatewayError as exc:
                 logger.warning("could not ask the workers what they serve: %s", exc)
+            except Exception:
+                # A bug must not end the loop: ListTasks would be UNAVAILABLE for ever.
+                logger.exception("asking the workers failed; asking again in %gs", self.interval)
             await asyncio.sleep(self.interval)
 
     async def close(self) -> None:
