@@ -117,8 +117,6 @@ def build_config(settings: CelerySettings, *, load_tasks: bool) -> dict[str, Any
         config["imports"] = settings.task_modules
     elif not (config.get("imports") or config.get("include")):
         config["imports"] = (EXAMPLE_TASK_MODULE,)
-    if load_tasks:
-        require_modules(settings, config)
     refuse_unsafe_serializers(config)
     return config
 
@@ -198,8 +196,11 @@ def create_app(settings: CelerySettings, *, load_tasks: bool = True) -> Celery:
     keep the Redis messages they hold fresh (`worker.heartbeat`), and a task whose
     state cannot be stored goes back to the broker (`worker.backend`).
     """
+    config = build_config(settings, load_tasks=load_tasks)
+    if load_tasks:
+        require_modules(settings, config)
     app = Celery("taskgate", task_cls=GUARDED_TASK if load_tasks else None)
-    app.conf.update(build_config(settings, load_tasks=load_tasks))
+    app.conf.update(config)
     if load_tasks:
         app.steps["worker"].add(HeartbeatStep)
         install_requeueing_backend(app)
