@@ -8,21 +8,26 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from server.app import serve
-from server.config import GatewaySettings, SettingsError
+from server.auth import TokensFileError
+from server.config import GatewaySettings, SettingsError, log_level
 from worker.factory import ConfigurationError
 
 
 def main() -> None:
-    """Configure logging, read the settings and serve until stopped."""
-    logging.basicConfig(
-        level=os.environ.get("TASKGATE_LOG_LEVEL", "INFO").upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    """Configure logging, read the settings and serve until stopped.
+
+    A configuration error ends the process with one line that names the setting
+    (exit status 1), never a traceback.
+    """
     try:
+        logging.basicConfig(
+            level=log_level(os.environ),
+            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        )
         settings = GatewaySettings.from_env()
         runner = _event_loop_runner()
         runner(serve(settings))
-    except (SettingsError, ConfigurationError) as exc:
+    except (SettingsError, ConfigurationError, TokensFileError) as exc:
         sys.exit(f"taskgate: configuration error: {exc}")
 
 

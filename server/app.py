@@ -14,6 +14,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 
+from server.auth import TokenAuthenticator
 from server.catalog import Catalog
 from server.config import GatewaySettings
 from server.dispatch import Dispatcher, create_gateway_app
@@ -27,7 +28,9 @@ from server.records import DispatchRecords, as_seconds
 from server.registry import WorkerRegistry
 from server.results import ResultStore
 from server.servicer import TaskService
+from server.startup_checks import DegradedStart, require_broker_transport
 from server.submitter import Submitter
+from server.token_reload import TokenReloader
 from server.watcher import ResultWatcher
 from taskgate.v1 import task_service_pb2 as pb
 from taskgate.v1 import task_service_pb2_grpc as pb_grpc
@@ -51,10 +54,15 @@ class RunningGateway:
     watcher: ResultWatcher
     registry: WorkerRegistry
     redis: Redis
+    degraded: DegradedStart
+    reloader: TokenReloader | None
 
     async def stop(self, grace: float) -> None:
         """Say NOT_SERVING at once, let calls in flight finish within `grace`, then close."""
         await self.health.enter_graceful_shutdown()
+        await self.degraded.close()
+        if self.reloader is not None:
+            await self.reloader.close()
         await self.server.stop(grace)
         await self.registry.close()
         await self.watcher.close()
@@ -147,6 +155,7 @@ def catalog_and_registry(
 async def start(settings: GatewaySettings) -> RunningGateway:
     """Build everything and start serving on `settings.listen`."""
     celery_app = create_gateway_app(settings.celery)
+    require_broker_transport(celery_app)
     logger.info("settings in force: %s", describe(celery_app))
     redis = backend_redis(celery_app)
     dispatcher = Dispatcher(celery_app, settings.publish_threads)
@@ -176,7 +185,8 @@ async def start(settings: GatewaySettings) -> RunningGateway:
         max_wait_seconds=settings.max_wait_seconds,
         tracebacks=settings.tracebacks,
     )
-    server = grpc_server(settings.security)
+    authenticator = TokenAuthenticator.from_file(settings.security.tokens_file)
+    server = grpc_server(settings.security, authenticator)
     pb_grpc.add_TaskServiceServicer_to_server(servicer, server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -185,12 +195,42 @@ async def start(settings: GatewaySettings) -> RunningGateway:
     )
     port = bind(server, settings.listen, settings.security)
     await server.start()
-    for service in ("", SERVICE_NAME):
-        await health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
+    degraded = await _set_health(health_servicer, celery_app, redis)
     registry.start()
+    reloader = None
+    if settings.security.tokens_file is not None:
+        reloader = TokenReloader(authenticator, settings.security.tokens_file)
+        reloader.start()
     return RunningGateway(
-        server, port, health_servicer, dispatcher, publish, watcher, registry, redis
+        server,
+        port,
+        health_servicer,
+        dispatcher,
+        publish,
+        watcher,
+        registry,
+        redis,
+        degraded,
+        reloader,
     )
+
+
+async def _set_health(
+    health_servicer: health.aio.HealthServicer, celery_app: Celery, redis: Redis
+) -> DegradedStart:
+    """Live at once; ready (TaskService SERVING) once the broker and the backend answer."""
+    serving = health_pb2.HealthCheckResponse.SERVING
+
+    async def ready() -> None:
+        await health_servicer.set(SERVICE_NAME, serving)
+
+    await health_servicer.set("", serving)
+    degraded = DegradedStart(celery_app, redis, ready)
+    if await degraded.check():
+        await ready()
+    else:
+        await health_servicer.set(SERVICE_NAME, health_pb2.HealthCheckResponse.NOT_SERVING)
+    return degraded
 
 
 async def serve(settings: GatewaySettings) -> None:

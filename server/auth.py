@@ -67,24 +67,46 @@ def digest(token: str) -> bytes:
     return hashlib.sha256(token.encode()).digest()
 
 
-class TokenAuthenticator:
-    """Maps `authorization: Bearer <token>` metadata to a Principal."""
+class TokensFileError(ValueError):
+    """The tokens file cannot be used; the message names the file and what is wrong."""
 
-    def __init__(self, entries: Sequence[TokenEntry]) -> None:
+
+class TokenAuthenticator:
+    """Maps `authorization: Bearer <token>` metadata to a Principal.
+
+    Loaded from a file, the tokens can be loaded again (`reload`) while calls go on:
+    the new set replaces the old in one assignment, and a bad file changes nothing.
+    """
+
+    def __init__(self, entries: Sequence[TokenEntry], path: Path | None = None) -> None:
         self._entries = tuple(entries)
+        self._path = path
 
     @property
     def enabled(self) -> bool:
-        """False when no tokens are configured: every caller is ANONYMOUS."""
-        return bool(self._entries)
+        """False when no tokens file is configured: every caller is ANONYMOUS."""
+        return self._path is not None or bool(self._entries)
 
     @classmethod
     def from_file(cls, path: Path | None) -> "TokenAuthenticator":
-        """Load the tokens file; no path means authentication is off."""
+        """Load the tokens file; no path means authentication is off.
+
+        Raises TokensFileError for a file that is not a non-empty list of valid
+        entries: an empty list never turns authentication off (fail closed).
+        """
         if path is None:
             return cls(())
-        document = json.loads(path.read_text())
-        return cls([_entry(raw) for raw in document["tokens"]])
+        return cls(read_tokens(path), path)
+
+    def reload(self) -> int:
+        """Read the tokens file again and use it; how many tokens are in force.
+
+        Raises TokensFileError, keeping the tokens in force, when the file is bad.
+        """
+        if self._path is None:
+            return 0
+        self._entries = read_tokens(self._path)
+        return len(self._entries)
 
     def authenticate(self, metadata: Iterable[tuple[str, Any]]) -> Principal:
         """The caller named by the metadata's bearer token; raises Unauthenticated."""
@@ -106,13 +128,47 @@ class TokenAuthenticator:
         return found
 
 
-def _entry(raw: dict[str, Any]) -> TokenEntry:
-    principal = Principal(
-        name=str(raw["name"]),
-        task_patterns=tuple(raw.get("tasks", ())),
-        may_cancel=bool(raw.get("cancel", False)),
-    )
-    return TokenEntry(bytes.fromhex(raw["sha256"]), principal)
+def read_tokens(path: Path) -> tuple[TokenEntry, ...]:
+    """The entries of the tokens file at `path`; TokensFileError names what is wrong."""
+    where = f"TASKGATE_TOKENS_FILE={str(path)!r}"
+    try:
+        document = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError) as exc:
+        raise TokensFileError(f"{where} cannot be read: {exc}") from None
+    except json.JSONDecodeError as exc:
+        raise TokensFileError(f"{where} is not JSON ({exc}); expected {_SHAPE}") from None
+    raw_entries = document.get("tokens") if isinstance(document, dict) else None
+    if not isinstance(raw_entries, list):
+        raise TokensFileError(f"{where} has no 'tokens' list; expected {_SHAPE}")
+    if not raw_entries:
+        raise TokensFileError(
+            f"{where} lists no tokens; expected at least one (an empty list never turns "
+            "authentication off: unset TASKGATE_TOKENS_FILE for that)"
+        )
+    return tuple(_entry(raw, f"{where}, entry {n}") for n, raw in enumerate(raw_entries, 1))
+
+
+_SHAPE = '{"tokens": [{"name": ..., "sha256": "<64 hex digits>", "tasks": [...]}]}'
+
+
+def _entry(raw: Any, where: str) -> TokenEntry:
+    if not isinstance(raw, dict) or not isinstance(raw.get("name"), str):
+        raise TokensFileError(f"{where} has no 'name'; expected an object like {_SHAPE}")
+    sha256 = raw.get("sha256")
+    try:
+        token_digest = bytes.fromhex(sha256) if isinstance(sha256, str) else b""
+    except ValueError:
+        token_digest = b""
+    if len(token_digest) != hashlib.sha256().digest_size:
+        raise TokensFileError(
+            f"{where} ({raw['name']!r}): sha256={sha256!r}; expected the token's SHA-256 "
+            "digest as 64 hex digits (python -m server.auth NAME makes one)"
+        )
+    tasks = raw.get("tasks", [])
+    if not isinstance(tasks, list) or not all(isinstance(t, str) for t in tasks):
+        raise TokensFileError(f"{where} ({raw['name']!r}): tasks={tasks!r}; expected a list")
+    principal = Principal(raw["name"], tuple(tasks), bool(raw.get("cancel", False)))
+    return TokenEntry(token_digest, principal)
 
 
 def main(argv: Sequence[str]) -> None:

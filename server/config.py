@@ -1,5 +1,6 @@
 """The gateway's settings, read once from the environment into a frozen dataclass."""
 
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -13,16 +14,30 @@ class SettingsError(ValueError):
 
 
 def _float(env: Mapping[str, str], name: str, default: float, *, zero_ok: bool = False) -> float:
+    """A plain number (durations: seconds, as in `2.5`); never nan, inf or negative."""
     raw = env.get(name)
     if not raw:
         return default
+    expected = "a number at least 0" if zero_ok else "a positive number"
     try:
         value = float(raw)
     except ValueError:
-        raise SettingsError(f"{name}={raw!r} is not a number") from None
-    if value < 0 or (value == 0 and not zero_ok):
-        raise SettingsError(f"{name}={raw!r} must be {'at least 0' if zero_ok else 'positive'}")
+        raise SettingsError(f"{name}={raw!r} is not a number; expected {expected}") from None
+    if not math.isfinite(value) or value < 0 or (value == 0 and not zero_ok):
+        raise SettingsError(f"{name}={raw!r}; expected {expected}")
     return value
+
+
+def _listen(env: Mapping[str, str], name: str, default: str) -> str:
+    """`host:port` (IPv6 hosts in brackets); gRPC would read a bare host as port 443."""
+    raw = env.get(name) or default
+    host, colon, port = raw.rpartition(":")
+    if not colon or not host or host.endswith(":") or not port.isdigit() or int(port) > 65535:
+        raise SettingsError(
+            f"{name}={raw!r}; expected host:port, as in 127.0.0.1:50051 or [::]:50051 "
+            "(port 0 picks a free one)"
+        )
+    return raw
 
 
 def _patterns(env: Mapping[str, str], name: str, default: str) -> tuple[str, ...]:
@@ -33,7 +48,7 @@ def _patterns(env: Mapping[str, str], name: str, default: str) -> tuple[str, ...
 def _whole(env: Mapping[str, str], name: str, default: int) -> int:
     value = _float(env, name, default)
     if value != int(value):
-        raise SettingsError(f"{name} must be a whole number")
+        raise SettingsError(f"{name}={env.get(name)!r}; expected a whole number")
     return int(value)
 
 
@@ -43,8 +58,19 @@ def _path(env: Mapping[str, str], name: str) -> Path | None:
         return None
     path = Path(raw)
     if not path.is_file():
-        raise SettingsError(f"{name}={raw!r} is not a readable file")
+        raise SettingsError(f"{name}={raw!r} is not a file; expected the path of a readable file")
     return path
+
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+def log_level(env: Mapping[str, str]) -> str:
+    """`TASKGATE_LOG_LEVEL` (any case), INFO when unset; read before logging is set up."""
+    raw = env.get("TASKGATE_LOG_LEVEL") or "INFO"
+    if raw.upper() not in LOG_LEVELS:
+        raise SettingsError(f"TASKGATE_LOG_LEVEL={raw!r}; expected one of {', '.join(LOG_LEVELS)}")
+    return raw.upper()
 
 
 @dataclass(frozen=True)
@@ -148,7 +174,7 @@ class GatewaySettings:
     def from_env(cls, env: Mapping[str, str] = os.environ) -> "GatewaySettings":
         """Read the settings from environment variables, with the defaults above."""
         return cls(
-            listen=env.get("TASKGATE_LISTEN") or cls.listen,
+            listen=_listen(env, "TASKGATE_LISTEN", cls.listen),
             celery=CelerySettings.from_env(env),
             task_patterns=_patterns(env, "TASKGATE_TASKS", "tasks.*"),
             max_wait_seconds=_float(env, "TASKGATE_MAX_WAIT", 300.0),

@@ -9,6 +9,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 
+from amqp.exceptions import AccessRefused
+from amqp.exceptions import ConnectionError as AmqpConnectionError
 from celery import Celery
 from celery.backends.redis import RedisBackend
 from kombu.exceptions import OperationalError
@@ -25,7 +27,16 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 _REDIS_SCHEMES = ("redis", "rediss")
-_PUBLISH_ERRORS = (OperationalError, OSError, RedisConnectionError, RedisTimeoutError)
+# A broker that refuses (RabbitMQ: wrong credentials, unknown vhost) is unavailable like
+# one that is down; py-amqp raises these past kombu's own OperationalError.
+_PUBLISH_ERRORS = (
+    OperationalError,
+    OSError,
+    RedisConnectionError,
+    RedisTimeoutError,
+    AmqpConnectionError,
+    AccessRefused,
+)
 
 
 class PublishOnlyRedisBackend(RedisBackend):

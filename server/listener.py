@@ -1,6 +1,7 @@
 """The gRPC server itself: its interceptor, its limits and its port, with or without TLS."""
 
 import logging
+import socket
 import ssl
 
 import grpc
@@ -13,10 +14,15 @@ from worker.factory import ConfigurationError
 
 logger = logging.getLogger(__name__)
 
+NO_SHARED_PORT = ("grpc.so_reuseport", 0)
+"""gRPC shares a port with any process that asks by default (SO_REUSEPORT): a stale
+gateway would silently take part of the connections. Off, a taken port fails the start."""
 
-def gateway_interceptor(security: SecuritySettings) -> GatewayInterceptor:
+
+def gateway_interceptor(
+    security: SecuritySettings, authenticator: TokenAuthenticator
+) -> GatewayInterceptor:
     """Authentication and limits as configured."""
-    authenticator = TokenAuthenticator.from_file(security.tokens_file)
     if not authenticator.enabled:
         logger.warning("no TASKGATE_TOKENS_FILE: every caller may call (authentication off)")
     rate = None
@@ -26,10 +32,10 @@ def gateway_interceptor(security: SecuritySettings) -> GatewayInterceptor:
     return GatewayInterceptor(authenticator, ConcurrencyLimit(security.max_concurrent_calls), rate)
 
 
-def grpc_server(security: SecuritySettings) -> grpc.aio.Server:
+def grpc_server(security: SecuritySettings, authenticator: TokenAuthenticator) -> grpc.aio.Server:
     """An asyncio gRPC server with the gateway's interceptor and message and queue limits."""
     return grpc.aio.server(
-        interceptors=[gateway_interceptor(security)],
+        interceptors=[gateway_interceptor(security, authenticator)],
         options=[
             ("grpc.max_receive_message_length", security.max_message_bytes),
             ("grpc.max_send_message_length", security.max_message_bytes),
@@ -37,12 +43,44 @@ def grpc_server(security: SecuritySettings) -> grpc.aio.Server:
             # than our limit, and cancels the overflow silently: size it to match.
             ("grpc.server.max_pending_requests", security.max_concurrent_calls),
             ("grpc.server.max_pending_requests_hard_limit", 2 * security.max_concurrent_calls),
+            NO_SHARED_PORT,
         ],
     )
 
 
 def bind(server: grpc.aio.Server, listen: str, security: SecuritySettings) -> int:
-    """Listen on `listen`, with TLS (and client certificates) when configured."""
+    """Listen on `listen`, with TLS (and client certificates) when configured.
+
+    A port another process holds is a ConfigurationError naming the address, found
+    first with a plain socket: gRPC says only "Failed to bind", and logs it.
+    """
+    taken = bind_failure(listen)
+    try:
+        if taken is None:
+            return _add_port(server, listen, security)
+    except RuntimeError:
+        taken = "gRPC could not listen there"
+    raise ConfigurationError(
+        f"TASKGATE_LISTEN={listen!r}: {taken}; expected a free local address "
+        "(is another gateway or server already running there?)"
+    )
+
+
+def bind_failure(listen: str) -> str | None:
+    """Why `listen` cannot be bound, as the operating system says it; None when it can."""
+    host, _, port = listen.rpartition(":")
+    host = host.strip("[]")
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        # As gRPC does: connections of an earlier process in TIME_WAIT do not count.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, int(port)))
+        except OSError as exc:
+            return exc.strerror or str(exc)
+    return None
+
+
+def _add_port(server: grpc.aio.Server, listen: str, security: SecuritySettings) -> int:
     if security.tls_cert is None or security.tls_key is None:
         return server.add_insecure_port(listen)
     try:

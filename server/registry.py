@@ -145,6 +145,9 @@ class WorkerRegistry:
                 await self.refresh()
             except GatewayError as exc:
                 logger.warning("could not ask the workers what they serve: %s", exc)
+            except Exception:
+                # A bug must not end the loop: ListTasks would be UNAVAILABLE for ever.
+                logger.exception("asking the workers failed; asking again soon")
             await asyncio.sleep(self._next_pause())
 
     def _next_pause(self) -> float:

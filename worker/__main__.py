@@ -2,15 +2,14 @@
 
 import sys
 
-from worker.factory import ConfigurationError
-
 
 def main() -> None:
-    """Start a Celery worker; extra arguments go to `celery worker`."""
-    try:
-        from worker.celery import app  # noqa: PLC0415 - building the app reads the configuration
-    except ConfigurationError as exc:
-        sys.exit(f"taskgate worker: configuration error: {exc}")
+    """Start a Celery worker; extra arguments go to `celery worker`.
+
+    A configuration error ends the process with one line (worker.celery).
+    """
+    from worker.celery import app  # noqa: PLC0415 - building the app reads the configuration
+
     app.worker_main(["worker", "--loglevel=INFO", *sys.argv[1:]])
 
 

@@ -1,16 +1,22 @@
 """The workers' Celery app, found by `celery -A worker worker`."""
 
 import logging
+import sys
 from typing import Any
 
 from celery.signals import celeryd_after_setup
 
 from worker.config import CelerySettings
-from worker.factory import create_app, describe
+from worker.factory import ConfigurationError, create_app, describe
 
 logger = logging.getLogger(__name__)
 
-app = create_app(CelerySettings.from_env())
+try:
+    app = create_app(CelerySettings.from_env())
+except ConfigurationError as exc:
+    # Celery's command line prints the traceback of any error raised here; an operator
+    # needs the one line that names the setting (and exit status 1) instead.
+    sys.exit(f"taskgate worker: configuration error: {exc}")
 
 
 @celeryd_after_setup.connect

@@ -5,6 +5,7 @@ serializers and `task_routes` are the same at publish time and at run time.
 """
 
 import importlib
+import importlib.util
 import logging
 from collections.abc import Mapping
 from typing import Any
@@ -90,7 +91,13 @@ class ConfigurationError(Exception):
 
 def module_settings(module_name: str) -> dict[str, Any]:
     """The lowercase settings of a `celeryconfig.py`-style module, as Celery reads them."""
-    module = importlib.import_module(module_name)
+    try:
+        module = importlib.import_module(module_name)
+    except (ImportError, SyntaxError) as exc:
+        raise ConfigurationError(
+            f"CELERY_CONFIG_MODULE={module_name!r} cannot be imported ({exc}); expected "
+            "the name of a module on PYTHONPATH, without '.py'"
+        ) from None
     return {name: getattr(module, name) for name in dir(module) if name.islower()}
 
 
@@ -112,6 +119,31 @@ def build_config(settings: CelerySettings, *, load_tasks: bool) -> dict[str, Any
         config["imports"] = (EXAMPLE_TASK_MODULE,)
     refuse_unsafe_serializers(config)
     return config
+
+
+def require_modules(settings: CelerySettings, config: Mapping[str, Any]) -> None:
+    """Raise ConfigurationError naming the setting when a task module cannot be found.
+
+    Celery would only fail later, inside the worker's start, with a traceback.
+    """
+    names: list[str] = []
+    for key in ("imports", "include"):
+        value = config.get(key) or ()
+        names += [value] if isinstance(value, str) else list(value)
+    if settings.task_modules:
+        setting = f"TASKGATE_TASK_MODULES={','.join(settings.task_modules)!r}"
+    else:
+        setting = f"imports/include of CELERY_CONFIG_MODULE={settings.config_module!r}"
+    for name in names:
+        try:
+            found = importlib.util.find_spec(name) is not None
+        except (ImportError, ValueError):
+            found = False
+        if not found:
+            raise ConfigurationError(
+                f"{setting}: no module named {name!r}; expected task modules importable "
+                "from PYTHONPATH, comma-separated"
+            )
 
 
 def refuse_unsafe_serializers(config: Mapping[str, Any]) -> None:
@@ -168,8 +200,11 @@ def create_app(settings: CelerySettings, *, load_tasks: bool = True) -> Celery:
     keep the Redis messages they hold fresh (`worker.heartbeat`), and a task whose
     state cannot be stored goes back to the broker (`worker.backend`).
     """
+    config = build_config(settings, load_tasks=load_tasks)
+    if load_tasks:
+        require_modules(settings, config)
     app = Celery("taskgate", task_cls=GUARDED_TASK if load_tasks else None)
-    app.conf.update(build_config(settings, load_tasks=load_tasks))
+    app.conf.update(config)
     if load_tasks:
         app.steps["worker"].add(HeartbeatStep)
         install_requeueing_backend(app)
