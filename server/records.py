@@ -6,12 +6,16 @@ gateway replica sees every other replica's tasks.
 """
 
 import json
+import logging
 from dataclasses import dataclass
 from datetime import timedelta
 
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from server.errors import redis_unavailable
+
+logger = logging.getLogger(__name__)
 
 _PREFIX = "taskgate:task:"
 
@@ -91,6 +95,14 @@ class DispatchRecords:
         write = self.write(task_id, record)
         with redis_unavailable("the result backend"):
             await self._redis.set(write.key, write.value, ex=write.ttl)
+
+    async def forget(self, task_id: str) -> None:
+        """Drop the record of a task whose publish failed, so that its id reads NOT_FOUND
+        rather than PENDING for ever; best effort: the backend may be what failed."""
+        try:
+            await self._redis.delete(self.key(task_id))
+        except (RedisError, OSError) as exc:
+            logger.info("could not drop the record of unpublished task %s: %s", task_id, exc)
 
     def key(self, task_id: str) -> str:
         """Where the record of `task_id` is stored."""

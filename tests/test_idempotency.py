@@ -171,6 +171,12 @@ def test_a_failed_publish_keeps_the_key_on_its_task_id_for_the_retry(
     with stack.redis.client() as client:
         held = Claim.decode(client.get(KEY_PREFIX + key))
     assert (held.published, held.lapsed(time.time())) == (False, True)
+    # Its id was never queued: NOT_FOUND, not PENDING for ever (the ALREADY_EXISTS of
+    # another request with this key names it).
+    never = call_error(
+        lambda: stack.stub.GetStatus(pb.GetStatusRequest(task_id=held.task_id), timeout=5)
+    )
+    assert never.code() == grpc.StatusCode.NOT_FOUND
     # Had the key stayed leased to the failed call, this retry would wait out its deadline.
     retried = stack.stub.Submit(counting(key, key), timeout=10)
     assert retried.task_id == held.task_id

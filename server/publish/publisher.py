@@ -1,16 +1,21 @@
 """Publish a submission: taskgate's own Redis path where it applies, else `send_task`."""
 
 import logging
+from collections.abc import Awaitable
+from typing import TypeVar
 
 from celery import Celery
 
 from server.dispatch import Dispatcher, retry_within
+from server.errors import Unavailable
 from server.publish.broker import RedisBroker
 from server.publish.message import MessageBuilder
 from server.records import DispatchRecord, DispatchRecords
 from server.requests import Submission
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 _REDIS_SCHEMES = ("redis", "rediss")
 
@@ -65,19 +70,34 @@ class Publisher:
         message = None if builder is None else builder.build(task_id, submission)
         if broker is None or message is None:
             await self._records.put(task_id, record)
-            await self._dispatcher.publish(task_id, submission, time_left)
+            await self._unrecorded_if_failed(
+                task_id, self._dispatcher.publish(task_id, submission, time_left)
+            )
             return
         write = self._records.write(task_id, record)
-        if not broker.holds_records:
-            await self._records.put(task_id, record)
+        # Sharing the backend's database, the script writes the record: both or neither.
         in_script = write if broker.holds_records else None
-        pushed = await retry_within(
+        if in_script is None:
+            await self._records.put(task_id, record)
+        push = retry_within(
             lambda: broker.push(message, write.ttl, in_script),
             self._dispatcher.retries_for(submission),
             time_left,
         )
+        pushed = await (push if in_script else self._unrecorded_if_failed(task_id, push))
         if not pushed:
             logger.info("task %s was published already: not queued again", task_id)
+
+    async def _unrecorded_if_failed(self, task_id: str, publish: Awaitable[T]) -> T:
+        """Await `publish`; when it fails, drop the record written before it, so the
+        id reads NOT_FOUND, not PENDING for ever. Should a timed-out try have landed
+        after all, the id reads NOT_FOUND only until a worker stores its first state;
+        a keyed retry writes the record again."""
+        try:
+            return await publish
+        except Unavailable:
+            await self._records.forget(task_id)
+            raise
 
     async def close(self) -> None:
         """Release the broker connections of the own path."""
