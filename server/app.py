@@ -124,7 +124,7 @@ async def start(settings: GatewaySettings) -> RunningGateway:
         registry=registry,
         max_wait_seconds=settings.max_wait_seconds,
     )
-    server = grpc_server(settings.security)
+    server = grpc_server(settings.security, settings.max_wait_seconds)
     pb_grpc.add_TaskServiceServicer_to_server(servicer, server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
