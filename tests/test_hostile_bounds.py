@@ -25,11 +25,13 @@ from redis.asyncio import Redis as AsyncRedis
 
 from scripts.stack import Gateway, ManagedProcess, RedisServer
 from server.auth import digest
+from server.codec import MAX_JSON_BYTES
+from server.sizes import SMALL_REQUEST_BYTES
 from taskgate.v1 import task_service_pb2 as pb
 from taskgate.v1 import task_service_pb2_grpc as pb_grpc
 from tests.bounds_helpers import PROBE_DEADLINE, Probe, flood, rss_mb
 from tests.fault_helpers import poll
-from tests.grpc_helpers import detail, rich_status
+from tests.grpc_helpers import call_error, detail, rich_status
 from tests.hostile_helpers import PREFACE, frame, open_files
 
 
@@ -260,3 +262,24 @@ def test_one_token_at_its_limit_leaves_the_others_served(
         asyncio.run(_hold_limit(gateway.address))
     finally:
         gateway.stop()
+
+
+# --- request sizes: the largest valid request passes, anything larger is refused unread ----
+
+
+def test_the_largest_valid_submit_is_accepted_and_a_larger_get_status_refused(
+    stub: pb_grpc.TaskServiceStub,
+) -> None:
+    text = "x" * (MAX_JSON_BYTES - 4)
+    far = pb.SubmitOptions(countdown=Duration(seconds=3600))
+    request = pb.SubmitRequest(
+        task="tasks.add", args_json=json.dumps([text]), kwargs_json=json.dumps({"k": text[5:]}),
+        options=far,
+    )  # fmt: skip
+    assert request.ByteSize() > 2 * MAX_JSON_BYTES
+    task_id = stub.Submit(request, timeout=30).task_id
+    stub.Cancel(pb.CancelRequest(task_id=task_id), timeout=10)
+    oversized = pb.GetStatusRequest(task_id="x" * (SMALL_REQUEST_BYTES + 1))
+    error = call_error(lambda: stub.GetStatus(oversized, timeout=10))
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert f"a valid GetStatus request is at most {SMALL_REQUEST_BYTES}" in (error.details() or "")
