@@ -14,11 +14,17 @@ from types import TracebackType
 
 import grpc
 
+from scripts.stack import Gateway
 from taskgate.v1 import task_service_pb2 as pb
 from taskgate.v1 import task_service_pb2_grpc as pb_grpc
 
 PROBE_DEADLINE = 5.0
 Metadata = tuple[tuple[str, str], ...]
+
+
+def own_gateway(stack_env: dict[str, str], log_dir: Path, **settings: str) -> Gateway:
+    """A gateway of the test's own, with `settings` over the session's environment."""
+    return Gateway({**stack_env, **settings}, log_dir)
 
 
 def rss_mb(pid: int) -> float:

@@ -3,7 +3,7 @@
 Each test watches what an operator or another caller would see while the attack
 runs: a probe Submitting every 100 ms (tests.bounds_helpers.Probe), the gateway's
 memory (VmRSS) and open files, and the statuses the attacker gets.
-(a) Connections that never finish their handshake, or go idle, are closed.
+(a) Connections: see test_hostile_connections.py.
 (b) A flood of requests that can never be valid costs bounded memory.
 (c) WatchStatus streams whose client does not read are ended.
 (d) One token at its concurrency limit leaves the others served.
@@ -12,7 +12,6 @@ memory (VmRSS) and open files, and the statuses the attacker gets.
 import asyncio
 import contextlib
 import json
-import socket
 import threading
 import time
 from pathlib import Path
@@ -23,78 +22,14 @@ from google.protobuf.duration_pb2 import Duration
 from google.rpc import error_details_pb2
 from redis.asyncio import Redis as AsyncRedis
 
-from scripts.stack import Gateway, ManagedProcess, RedisServer
+from scripts.stack import ManagedProcess, RedisServer
 from server.auth import digest
 from server.codec import MAX_JSON_BYTES
 from server.sizes import SMALL_REQUEST_BYTES
 from taskgate.v1 import task_service_pb2 as pb
 from taskgate.v1 import task_service_pb2_grpc as pb_grpc
-from tests.bounds_helpers import PROBE_DEADLINE, Probe, flood, rss_mb
-from tests.fault_helpers import poll
+from tests.bounds_helpers import PROBE_DEADLINE, Probe, flood, own_gateway, rss_mb
 from tests.grpc_helpers import call_error, detail, rich_status
-from tests.hostile_helpers import PREFACE, frame, open_files
-
-
-def _start(stack_env: dict[str, str], tmp_path: Path, **settings: str) -> Gateway:
-    return Gateway({**stack_env, **settings}, tmp_path)
-
-
-# --- (a) connections ------------------------------------------------------------------
-
-CONNECTION_CAP = 64
-
-
-def _closed_by_peer(sock: socket.socket) -> bool:
-    """True once the gateway has closed `sock` (end of file or reset); reads what it sent."""
-    try:
-        while sock.recv(65536):
-            pass
-    except BlockingIOError:
-        return False
-    except OSError:
-        return True
-    return True
-
-
-def test_connections_that_never_finish_or_go_idle_are_closed(
-    stack_env: dict[str, str], worker: ManagedProcess, tmp_path: Path
-) -> None:
-    gateway = _start(
-        stack_env,
-        tmp_path,
-        TASKGATE_HANDSHAKE_TIMEOUT="1",
-        TASKGATE_CONNECTION_IDLE="2",
-        TASKGATE_MAX_CONNECTIONS=str(CONNECTION_CAP),
-    )
-    pid = gateway.popen.pid
-    host, _, port = gateway.address.rpartition(":")
-    try:
-        with grpc.insecure_channel(gateway.address) as channel:
-            pb_grpc.TaskServiceStub(channel).Submit(pb.SubmitRequest(task="tasks.add"))
-        files_before = open_files(pid)
-        socks = [socket.create_connection((host, int(port)), timeout=5) for _ in range(150)]
-        for index, sock in enumerate(socks):
-            # Two in three stop after the preface; the rest finish it and then idle.
-            sock.sendall(PREFACE if index % 3 else PREFACE + frame(4, 0, 0, b""))
-            sock.setblocking(False)
-        held = open_files(pid) - files_before
-        assert held <= CONNECTION_CAP + 5, f"{held} connections held past the cap"
-        with grpc.insecure_channel(gateway.address) as channel:
-            request = pb.SubmitRequest(task="tasks.add", args_json="[1, 1]")
-            stub = pb_grpc.TaskServiceStub(channel)
-            assert stub.Submit(request, timeout=10, wait_for_ready=True).task_id
-        seconds = poll(
-            lambda: all(_closed_by_peer(sock) for sock in socks),
-            "the gateway closing every half-open and idle connection",
-            timeout=15,
-        )
-        for sock in socks:
-            sock.close()
-        print(f"150 silent connections closed within {seconds:.1f}s; {held} were ever held")
-        poll(lambda: open_files(pid) <= files_before + 2, "the gateway's files given back")
-    finally:
-        gateway.stop()
-
 
 # --- (b) a flood of requests that can never be valid --------------------------------
 
@@ -108,7 +43,7 @@ RSS_BOUND_MB = 800
 def test_a_flood_of_oversized_requests_takes_bounded_memory(
     stack_env: dict[str, str], worker: ManagedProcess, tmp_path: Path
 ) -> None:
-    gateway = _start(stack_env, tmp_path)
+    gateway = own_gateway(stack_env, tmp_path)
     pid = gateway.popen.pid
     peak = [rss_mb(pid)]
     done = threading.Event()
@@ -189,7 +124,7 @@ async def _unread_streams(address: str, redis_url: str, task_id: str) -> float:
 def test_streams_whose_client_does_not_read_are_ended(
     stack_env: dict[str, str], worker: ManagedProcess, tmp_path: Path, redis_server: RedisServer
 ) -> None:
-    gateway = _start(stack_env, tmp_path, TASKGATE_STREAM_WRITE_TIMEOUT=str(WRITE_TIMEOUT))
+    gateway = own_gateway(stack_env, tmp_path, TASKGATE_STREAM_WRITE_TIMEOUT=str(WRITE_TIMEOUT))
     try:
         with grpc.insecure_channel(gateway.address) as channel:
             stub = pb_grpc.TaskServiceStub(channel)
@@ -251,7 +186,7 @@ async def _hold_limit(address: str) -> None:
 def test_one_token_at_its_limit_leaves_the_others_served(
     stack_env: dict[str, str], worker: ManagedProcess, tmp_path: Path
 ) -> None:
-    gateway = _start(
+    gateway = own_gateway(
         stack_env,
         tmp_path,
         TASKGATE_TOKENS_FILE=str(_tokens(tmp_path / "tokens.json")),
