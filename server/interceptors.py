@@ -19,7 +19,7 @@ from grpc_status import rpc_status
 
 from server.auth import TokenAuthenticator, current_principal
 from server.errors import GatewayError, InvalidArgument
-from server.limits import CallLimits, StreamNotRead
+from server.limits import CallLimits, ReadSlots, StreamNotRead
 from server.sizes import largest_valid_requests
 
 logger = logging.getLogger(__name__)
@@ -84,7 +84,7 @@ class GatewayInterceptor(grpc.aio.ServerInterceptor):
         self._limits = limits
         self._largest = largest_valid_requests()
         # Requests received at once: the rest stay unread in their (small) windows.
-        self._reads = asyncio.Semaphore(limits.concurrent_reads if limits else 32)
+        self._reads = ReadSlots(limits.concurrent_reads if limits else 32)
 
     def _caller(self, context: Context) -> str:
         principal = self._authenticator.authenticate(context.invocation_metadata() or ())
@@ -113,7 +113,7 @@ class GatewayInterceptor(grpc.aio.ServerInterceptor):
             if self._limits is not None:
                 self._limits.enter(admitting)
             caller = admitting
-            outcome.append(await body(await self._read(context)))
+            outcome.append(await body(await self._read(context, admitting)))
             return None
         except GatewayError as exc:
             return exc.to_status()
@@ -125,8 +125,8 @@ class GatewayInterceptor(grpc.aio.ServerInterceptor):
             if caller is not None and self._limits is not None:
                 self._limits.leave(caller)
 
-    async def _read(self, context: Context) -> Any:
-        async with self._reads:
+    async def _read(self, context: Context, caller: str) -> Any:
+        async with self._reads.reading(caller):
             request = await context.read()
         if request is grpc.aio.EOF:
             raise InvalidArgument("request", "is missing")

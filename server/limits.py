@@ -1,6 +1,9 @@
 """Limits that keep one caller from piling work onto everyone: concurrency and rate."""
 
+import asyncio
+import contextlib
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from google.protobuf.duration_pb2 import Duration
@@ -113,6 +116,29 @@ class CallerConcurrencyLimit:
             self._in_progress[caller] = held
         else:
             del self._in_progress[caller]
+
+
+class ReadSlots:
+    """At most `total` requests received at once, and a quarter of them for one caller:
+    a caller's flood waits behind itself, and another caller's request is read next."""
+
+    def __init__(self, total: int) -> None:
+        self._total = asyncio.Semaphore(total)
+        self._per_caller = max(total // 4, 1)
+        self._callers: dict[str, tuple[asyncio.Semaphore, list[int]]] = {}
+
+    @contextlib.asynccontextmanager
+    async def reading(self, caller: str) -> AsyncIterator[None]:
+        """Hold one of `caller`'s read slots and one of the gateway's while inside."""
+        own, waiting = self._callers.setdefault(caller, (asyncio.Semaphore(self._per_caller), [0]))
+        waiting[0] += 1
+        try:
+            async with own, self._total:
+                yield
+        finally:
+            waiting[0] -= 1
+            if not waiting[0]:
+                del self._callers[caller]
 
 
 class StreamNotRead(ResourceExhausted):

@@ -79,12 +79,15 @@ class Probe:
 
 
 async def _flood_one(
-    stub: "pb_grpc.TaskServiceAsyncStub", request: pb.SubmitRequest, until: float
+    stub: "pb_grpc.TaskServiceAsyncStub",
+    request: pb.SubmitRequest,
+    until: float,
+    metadata: Metadata,
 ) -> list[grpc.StatusCode]:
     codes = []
     while time.monotonic() < until:
         try:
-            await stub.Submit(request, timeout=10)
+            await stub.Submit(request, timeout=10, metadata=metadata)
             codes.append(grpc.StatusCode.OK)
         except grpc.aio.AioRpcError as error:
             codes.append(error.code())
@@ -92,7 +95,7 @@ async def _flood_one(
 
 
 async def _flood(
-    address: str, request: pb.SubmitRequest, calls: int, seconds: float
+    address: str, request: pb.SubmitRequest, calls: int, seconds: float, metadata: Metadata
 ) -> list[grpc.StatusCode]:
     options = [("grpc.use_local_subchannel_pool", 1), ("grpc.max_send_message_length", 8 << 20)]
     channels = [grpc.aio.insecure_channel(address, options=options) for _ in range(8)]
@@ -101,7 +104,9 @@ async def _flood(
             pb_grpc.TaskServiceStub(channel) for channel in channels
         ]
         until = time.monotonic() + seconds
-        flooding = (_flood_one(stubs[i % len(stubs)], request, until) for i in range(calls))
+        flooding = (
+            _flood_one(stubs[i % len(stubs)], request, until, metadata) for i in range(calls)
+        )
         return [code for codes in await asyncio.gather(*flooding) for code in codes]
     finally:
         for channel in channels:
@@ -109,7 +114,7 @@ async def _flood(
 
 
 def flood(
-    address: str, request: pb.SubmitRequest, calls: int, seconds: float
+    address: str, request: pb.SubmitRequest, calls: int, seconds: float, metadata: Metadata = ()
 ) -> list[grpc.StatusCode]:
     """`calls` Submits of `request` at once, again and again for `seconds`; the codes."""
-    return asyncio.run(_flood(address, request, calls, seconds))
+    return asyncio.run(_flood(address, request, calls, seconds, metadata))

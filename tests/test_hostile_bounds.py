@@ -31,19 +31,34 @@ from taskgate.v1 import task_service_pb2_grpc as pb_grpc
 from tests.bounds_helpers import PROBE_DEADLINE, Probe, flood, own_gateway, rss_mb
 from tests.grpc_helpers import call_error, detail, rich_status
 
+
+def _tokens(path: Path) -> Path:
+    entries = [
+        {"name": name, "sha256": digest(f"{name}-token").hex(), "tasks": ["*"]}
+        for name in ("greedy", "other")
+    ]
+    path.write_text(json.dumps({"tokens": entries}))
+    return path
+
+
+def _as(name: str) -> tuple[tuple[str, str], ...]:
+    return (("authorization", f"Bearer {name}-token"),)
+
+
 # --- (b) a flood of requests that can never be valid --------------------------------
 
 FLOOD_CALLS = 200
 FLOOD_SECONDS = 8.0
-# Measured: 250 to 440 MiB with the bounds (32 requests read at once, a few copies
-# of each), 1.0 to 1.8 GiB without them.
+# Measured: about 230 MiB with the bounds (8 of one caller's requests read at once,
+# a few copies of each), 1.0 to 1.9 GiB without them.
 RSS_BOUND_MB = 800
 
 
 def test_a_flood_of_oversized_requests_takes_bounded_memory(
     stack_env: dict[str, str], worker: ManagedProcess, tmp_path: Path
 ) -> None:
-    gateway = own_gateway(stack_env, tmp_path)
+    tokens = str(_tokens(tmp_path / "tokens.json"))
+    gateway = own_gateway(stack_env, tmp_path, TASKGATE_TOKENS_FILE=tokens)
     pid = gateway.popen.pid
     peak = [rss_mb(pid)]
     done = threading.Event()
@@ -57,8 +72,8 @@ def test_a_flood_of_oversized_requests_takes_bounded_memory(
     request = pb.SubmitRequest(task="tasks.add", args_json=json.dumps(["x" * 4_000_000]))
     try:
         sampler.start()
-        with Probe(gateway.address) as probe:
-            codes = flood(gateway.address, request, FLOOD_CALLS, FLOOD_SECONDS)
+        with Probe(gateway.address, _as("other")) as probe:
+            codes = flood(gateway.address, request, FLOOD_CALLS, FLOOD_SECONDS, _as("greedy"))
         done.set()
         sampler.join()
         print(
@@ -140,19 +155,6 @@ def test_streams_whose_client_does_not_read_are_ended(
 # --- (d) one token at its concurrency limit ----------------------------------------------
 
 PER_CALLER = 5
-
-
-def _tokens(path: Path) -> Path:
-    entries = [
-        {"name": name, "sha256": digest(f"{name}-token").hex(), "tasks": ["*"]}
-        for name in ("greedy", "other")
-    ]
-    path.write_text(json.dumps({"tokens": entries}))
-    return path
-
-
-def _as(name: str) -> tuple[tuple[str, str], ...]:
-    return (("authorization", f"Bearer {name}-token"),)
 
 
 async def _hold_limit(address: str) -> None:
