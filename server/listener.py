@@ -94,7 +94,6 @@ def connection_options(
         # told GOAWAY "too_many_pings" under gRPC's 5-minute default.
         ("grpc.keepalive_permit_without_calls", 1),
         ("grpc.http2.min_ping_interval_without_data_ms", ms(security.min_client_ping_seconds)),
-        ("grpc.http2.max_ping_strikes", 2),
         # With BDP probing on, gRPC widens every stream's window until whole messages
         # arrive before anyone reads them: a flood then held gigabytes. Off, a stream
         # not yet read holds 64 KiB, and a read opens the window for its one message.
