@@ -109,7 +109,7 @@ async def _numsub(redis: AsyncRedis, task_id: str) -> int:
     return int(counts[0][1])
 
 
-async def _unread_streams(address: str, redis_url: str, task_id: str) -> float:
+async def _unread_streams(address: str, redis_url: str, task_id: str, pid: int) -> float:
     """Open streams never read past their first message, feed them; seconds until dropped."""
     # No BDP probing: the client's window stays small, as a client that stops reading.
     options = [("grpc.http2.bdp_probe", 0), ("grpc.max_receive_message_length", 8 << 20)]
@@ -119,12 +119,17 @@ async def _unread_streams(address: str, redis_url: str, task_id: str) -> float:
         calls = [stub.WatchStatus(pb.WatchStatusRequest(task_id=task_id)) for _ in range(STREAMS)]
         for call in calls:
             await call.read()  # PENDING: the stream is open and subscribed
+        before = rss_mb(pid)
         for step in range(10):
             await _publish_progress(redis, task_id, step)
         started = time.monotonic()
+        peak = before
         while await _numsub(redis, task_id) > 0:
-            assert time.monotonic() - started < 20, "unread streams still held after 20s"
+            peak = max(peak, rss_mb(pid))
+            held = f"{peak - before:.0f} MiB more, {(peak - before) / STREAMS:.1f} per stream"
+            assert time.monotonic() - started < 20, f"unread streams still held after 20s ({held})"
             await asyncio.sleep(0.1)
+        print(f"while held, the gateway grew by at most {held}")
         codes = set()
         for call in calls:
             with contextlib.suppress(grpc.aio.AioRpcError):
@@ -145,7 +150,9 @@ def test_streams_whose_client_does_not_read_are_ended(
             stub = pb_grpc.TaskServiceStub(channel)
             far = pb.SubmitOptions(countdown=Duration(seconds=3600))
             task_id = stub.Submit(pb.SubmitRequest(task="tasks.add", options=far)).task_id
-            seconds = asyncio.run(_unread_streams(gateway.address, redis_server.url, task_id))
+            seconds = asyncio.run(
+                _unread_streams(gateway.address, redis_server.url, task_id, gateway.popen.pid)
+            )
             print(f"{STREAMS} unread streams ended {seconds:.1f}s after the states came")
             stub.Cancel(pb.CancelRequest(task_id=task_id), timeout=10)
     finally:
