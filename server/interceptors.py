@@ -150,7 +150,8 @@ class GatewayInterceptor(grpc.aio.ServerInterceptor):
 
     def _stream(self, method: str, inner: StreamHandler) -> StreamingHandler:
         # A coroutine that writes, not a generator: a write that the client does not
-        # take within the timeout ends the stream, and the stream holds one message.
+        # take within the timeout ends the stream, which holds only the state on its
+        # way (about four copies of it: decoded, re-encoded, serialized, in gRPC).
         async def write_all(request: Any, context: Context) -> None:
             async with contextlib.aclosing(inner(request, context)) as responses:
                 async for response in responses:
