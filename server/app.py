@@ -186,7 +186,7 @@ async def start(settings: GatewaySettings) -> RunningGateway:
         tracebacks=settings.tracebacks,
     )
     authenticator = TokenAuthenticator.from_file(settings.security.tokens_file)
-    server = grpc_server(settings.security, authenticator)
+    server = grpc_server(settings.security, authenticator, settings.max_wait_seconds)
     pb_grpc.add_TaskServiceServicer_to_server(servicer, server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

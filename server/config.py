@@ -5,6 +5,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from worker.config import CelerySettings
 
@@ -102,6 +103,48 @@ class SecuritySettings:
     rate_burst: float = 0.0
     """`TASKGATE_RATE_BURST`: calls a caller may make at once above its rate (default: the rate)."""
 
+    # --- hostile callers: connections, per-caller concurrency, streams (issue 11) ---
+
+    max_calls_per_caller: int = 0
+    """`TASKGATE_MAX_CALLS_PER_CALLER`: calls in progress at once for one caller (a token;
+    the peer's address without authentication), so that one cannot hold every slot;
+    0 means half of TASKGATE_MAX_CONCURRENT_CALLS."""
+
+    max_connections: int = 0
+    """`TASKGATE_MAX_CONNECTIONS`: open client connections; 0 means the open-file limit
+    less a reserve for Redis, the broker and logs."""
+
+    handshake_timeout_seconds: float = 10.0
+    """`TASKGATE_HANDSHAKE_TIMEOUT`: how long a new connection may take to finish TLS and
+    send its HTTP/2 settings."""
+
+    connection_idle_seconds: float = 300.0
+    """`TASKGATE_CONNECTION_IDLE`: a connection without calls for this long is closed."""
+
+    connection_max_age_seconds: float = 1800.0
+    """`TASKGATE_CONNECTION_MAX_AGE`: connections are asked to reconnect after this long,
+    so that clients rebalance over the replicas behind an L4 balancer."""
+
+    connection_age_grace_seconds: float = 0.0
+    """`TASKGATE_CONNECTION_AGE_GRACE`: how long calls may finish on a connection past its
+    age; 0 means TASKGATE_MAX_WAIT plus 30 s, so no wait is cut off."""
+
+    keepalive_seconds: float = 60.0
+    """`TASKGATE_KEEPALIVE`: the gateway pings a connection silent this long, and drops it
+    when no answer comes within 20 s: callers that vanished free their calls."""
+
+    min_client_ping_seconds: float = 5.0
+    """`TASKGATE_MIN_CLIENT_PING`: the shortest interval between a client's keepalive
+    pings that is tolerated (meshes ping every 10-30 s)."""
+
+    stream_write_timeout_seconds: float = 30.0
+    """`TASKGATE_STREAM_WRITE_TIMEOUT`: a WatchStatus stream whose client takes no message
+    for this long is ended."""
+
+    max_concurrent_reads: int = 32
+    """`TASKGATE_MAX_CONCURRENT_READS`: requests received at once; the others wait, unread,
+    so that a flood holds at most this many times TASKGATE_MAX_MESSAGE_BYTES."""
+
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> "SecuritySettings":
         """Read the security settings; a certificate without its key is an error."""
@@ -116,6 +159,7 @@ class SecuritySettings:
             ),
             rate_per_second=_float(env, "TASKGATE_RATE_LIMIT", 0.0, zero_ok=True),
             rate_burst=_float(env, "TASKGATE_RATE_BURST", 0.0, zero_ok=True),
+            **_hostile_caller_settings(env),
         )
         if (settings.tls_cert is None) != (settings.tls_key is None):
             raise SettingsError("TASKGATE_TLS_CERT and TASKGATE_TLS_KEY go together")
@@ -201,3 +245,27 @@ def _switch(env: Mapping[str, str], name: str, default: bool) -> bool:
     if raw.strip().lower() not in _SWITCH:
         raise SettingsError(f"{name}={raw!r} must be on or off")
     return _SWITCH[raw.strip().lower()]
+
+
+def _hostile_caller_settings(env: Mapping[str, str]) -> dict[str, Any]:
+    """The SecuritySettings fields that bound connections, callers and streams."""
+    defaults = SecuritySettings
+    return {
+        "max_calls_per_caller": int(_float(env, "TASKGATE_MAX_CALLS_PER_CALLER", 0, zero_ok=True)),
+        "max_connections": int(_float(env, "TASKGATE_MAX_CONNECTIONS", 0, zero_ok=True)),
+        "max_concurrent_reads": _whole(
+            env, "TASKGATE_MAX_CONCURRENT_READS", defaults.max_concurrent_reads
+        ),
+        **{
+            field_name: _float(env, variable, getattr(defaults, field_name), zero_ok=zero_ok)
+            for field_name, variable, zero_ok in (
+                ("handshake_timeout_seconds", "TASKGATE_HANDSHAKE_TIMEOUT", False),
+                ("connection_idle_seconds", "TASKGATE_CONNECTION_IDLE", False),
+                ("connection_max_age_seconds", "TASKGATE_CONNECTION_MAX_AGE", False),
+                ("connection_age_grace_seconds", "TASKGATE_CONNECTION_AGE_GRACE", True),
+                ("keepalive_seconds", "TASKGATE_KEEPALIVE", False),
+                ("min_client_ping_seconds", "TASKGATE_MIN_CLIENT_PING", False),
+                ("stream_write_timeout_seconds", "TASKGATE_STREAM_WRITE_TIMEOUT", False),
+            )
+        },
+    }

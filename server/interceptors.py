@@ -5,28 +5,35 @@ Errors are mapped to gRPC statuses here and nowhere else.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeAlias, cast
 
 import grpc
 from google.protobuf.message import DecodeError
+from google.rpc import code_pb2, status_pb2
 from grpc_status import rpc_status
 
 from server.auth import TokenAuthenticator, current_principal
 from server.errors import GatewayError, InvalidArgument
-from server.limits import ConcurrencyLimit, RateLimit
+from server.limits import CallLimits, ReadSlots, StreamNotRead
+from server.sizes import largest_valid_requests
 
 logger = logging.getLogger(__name__)
 
 _SERVICE_PREFIX = "/taskgate."
+_INTERNAL = status_pb2.Status(code=code_pb2.INTERNAL, message="internal error; see the gateway log")
 
 Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
 UnaryHandler: TypeAlias = Callable[[Any, Context], Awaitable[Any]]
-StreamHandler: TypeAlias = Callable[[Any, Context], AsyncIterator[Any]]
+StreamHandler: TypeAlias = Callable[[Any, Context], AsyncGenerator[Any, None]]
+RequestsHandler: TypeAlias = Callable[[object, Context], Awaitable[Any]]
+StreamingHandler: TypeAlias = Callable[[object, Context], Awaitable[None]]
 MethodHandler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
+Body: TypeAlias = Callable[[Any], Awaitable[Any]]
 
 
 @dataclass(frozen=True)
@@ -36,13 +43,18 @@ class Undecodable:
     error: str
 
 
-def _tolerant(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+def _tolerant(
+    deserializer: Callable[[bytes], Any] | None, rpc: str, largest: int | None
+) -> Callable[[bytes], Any] | None:
     # grpc answers UNKNOWN (and logs a traceback) when a deserializer raises; handing
-    # the handler a marker instead lets the caller get INVALID_ARGUMENT.
+    # the handler a marker instead lets the caller get INVALID_ARGUMENT. A request
+    # larger than any valid one is refused unparsed: the cheapest check comes first.
     if deserializer is None:
         return None
 
     def deserialize(data: bytes) -> Any:
+        if largest is not None and len(data) > largest:
+            return Undecodable(f"is {len(data)} bytes; a valid {rpc} request is at most {largest}")
         try:
             return deserializer(data)
         except DecodeError as exc:
@@ -51,59 +63,102 @@ def _tolerant(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], 
     return deserialize
 
 
+def _peer_host(peer: str) -> str:
+    """The address without its port: every connection of one host is one caller."""
+    return peer.rpartition(":")[0] or peer
+
+
 class GatewayInterceptor(grpc.aio.ServerInterceptor):
     """Authenticates, applies the limits, and turns exceptions into statuses.
 
+    Every TaskService method is served as a client-streaming one (the same bytes on
+    the wire), so that the caller is authenticated and counted against the limits
+    before the gateway reads its request: a refused call costs no parsing.
     Health checks and reflection are not TaskService calls and pass untouched.
     """
 
     def __init__(
-        self,
-        authenticator: TokenAuthenticator | None = None,
-        concurrency: ConcurrencyLimit | None = None,
-        rate: RateLimit | None = None,
+        self, authenticator: TokenAuthenticator | None = None, limits: CallLimits | None = None
     ) -> None:
         self._authenticator = authenticator or TokenAuthenticator(())
-        self._concurrency = concurrency
-        self._rate = rate
+        self._limits = limits
+        self._largest = largest_valid_requests()
+        # Requests received at once: the rest stay unread in their (small) windows.
+        self._reads = ReadSlots(limits.concurrent_reads if limits else 32)
 
-    @contextlib.asynccontextmanager
-    async def _guarded(self, method: str, request: Any, context: Context) -> AsyncIterator[None]:
-        entered = False
-        try:
-            principal = self._authenticator.authenticate(context.invocation_metadata() or ())
-            current_principal.set(principal)
-            if self._rate is not None:
-                self._rate.take(principal.name)
-            if self._concurrency is not None:
-                self._concurrency.enter()
-                entered = True
-            if isinstance(request, Undecodable):
-                raise InvalidArgument("request", f"is not a valid message: {request.error}")
-            yield
-        except GatewayError as exc:
-            status = rpc_status.to_status(exc.to_status())
+    def _caller(self, context: Context) -> str:
+        principal = self._authenticator.authenticate(context.invocation_metadata() or ())
+        current_principal.set(principal)
+        return principal.name if self._authenticator.enabled else _peer_host(context.peer())
+
+    async def _serve(self, method: str, context: Context, body: Body) -> Any:
+        """Admit the call, read its request, run `body` on it; abort with its status."""
+        outcome: list[Any] = []
+        failure = await self._attempt(method, context, body, outcome)
+        if failure is not None:
+            # Aborting here, after `_attempt` has returned, keeps the exception, its
+            # traceback and the request its frames hold out of a reference cycle: they
+            # are freed at once, not at the next garbage collection (a flood of
+            # rejected 2 MB requests held gigabytes).
+            status = rpc_status.to_status(failure)
             await context.abort(status.code, status.details, status.trailing_metadata)
+        return outcome[0]
+
+    async def _attempt(
+        self, method: str, context: Context, body: Body, outcome: list[Any]
+    ) -> status_pb2.Status | None:
+        caller: str | None = None
+        try:
+            admitting = self._caller(context)
+            if self._limits is not None:
+                self._limits.enter(admitting)
+            caller = admitting
+            outcome.append(await body(await self._read(context, admitting)))
+            return None
+        except GatewayError as exc:
+            return exc.to_status()
         except Exception:
             # A bug, not the caller's fault: log it whole, answer INTERNAL, never UNKNOWN.
             logger.exception("unexpected error in %s", method)
-            await context.abort(grpc.StatusCode.INTERNAL, "internal error; see the gateway log")
+            return _INTERNAL
         finally:
-            if entered and self._concurrency is not None:
-                self._concurrency.leave()
+            if caller is not None and self._limits is not None:
+                self._limits.leave(caller)
 
-    def _unary(self, method: str, inner: UnaryHandler) -> UnaryHandler:
-        async def handle(request: Any, context: Context) -> Any:
-            async with self._guarded(method, request, context):
-                return await inner(request, context)
+    async def _read(self, context: Context, caller: str) -> Any:
+        async with self._reads.reading(caller):
+            request = await context.read()
+        if request is grpc.aio.EOF:
+            raise InvalidArgument("request", "is missing")
+        if isinstance(request, Undecodable):
+            raise InvalidArgument("request", f"is not a valid message: {request.error}")
+        return request
+
+    async def _write(self, context: Context, response: Any) -> None:
+        timeout = self._limits.stream_write_timeout if self._limits else None
+        try:
+            await asyncio.wait_for(context.write(response), timeout)
+        except TimeoutError:
+            assert timeout is not None
+            raise StreamNotRead(timeout) from None
+
+    def _unary(self, method: str, inner: UnaryHandler) -> RequestsHandler:
+        async def handle(requests: object, context: Context) -> Any:
+            return await self._serve(method, context, lambda request: inner(request, context))
 
         return handle
 
-    def _stream(self, method: str, inner: StreamHandler) -> StreamHandler:
-        async def handle(request: Any, context: Context) -> AsyncIterator[Any]:
-            async with self._guarded(method, request, context):
-                async for response in inner(request, context):
-                    yield response
+    def _stream(self, method: str, inner: StreamHandler) -> StreamingHandler:
+        # A coroutine that writes, not a generator: a write that the client does not
+        # take within the timeout ends the stream, which holds only the state on its
+        # way (about four copies of it: decoded, re-encoded, serialized, in gRPC).
+        async def write_all(request: Any, context: Context) -> None:
+            async with contextlib.aclosing(inner(request, context)) as responses:
+                async for response in responses:
+                    await self._write(context, response)
+
+        async def handle(requests: object, context: Context) -> None:
+            await self._serve(method, context, lambda request: write_all(request, context))
 
         return handle
 
@@ -116,16 +171,18 @@ class GatewayInterceptor(grpc.aio.ServerInterceptor):
         method = handler_call_details.method
         if handler is None or not method.startswith(_SERVICE_PREFIX):
             return handler
+        rpc = method.rpartition("/")[2]
+        deserializer = _tolerant(handler.request_deserializer, rpc, self._largest.get(rpc))
         if handler.unary_unary is not None:
-            return grpc.unary_unary_rpc_method_handler(
+            return grpc.stream_unary_rpc_method_handler(
                 self._unary(method, cast(UnaryHandler, handler.unary_unary)),
-                request_deserializer=_tolerant(handler.request_deserializer),
+                request_deserializer=deserializer,
                 response_serializer=handler.response_serializer,
             )
         if handler.unary_stream is not None:
-            return grpc.unary_stream_rpc_method_handler(
+            return grpc.stream_stream_rpc_method_handler(
                 self._stream(method, cast(StreamHandler, handler.unary_stream)),
-                request_deserializer=_tolerant(handler.request_deserializer),
+                request_deserializer=deserializer,
                 response_serializer=handler.response_serializer,
             )
         return handler

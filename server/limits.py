@@ -1,6 +1,9 @@
 """Limits that keep one caller from piling work onto everyone: concurrency and rate."""
 
+import asyncio
+import contextlib
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from google.protobuf.duration_pb2 import Duration
@@ -85,3 +88,94 @@ class RateLimit:
                 (1 - bucket.tokens) / self._rate,
             )
         bucket.tokens -= 1
+
+
+class CallerConcurrencyLimit:
+    """At most `limit` calls in progress for each caller, so that one cannot starve the rest."""
+
+    def __init__(self, limit: int, retry_after: float = 0.1) -> None:
+        self.limit = limit
+        self._in_progress: dict[str, int] = {}
+        self._retry_after = retry_after
+
+    def enter(self, caller: str) -> None:
+        """Count a call of `caller` in, or raise ResourceExhausted when it holds its limit."""
+        held = self._in_progress.get(caller, 0)
+        if held >= self.limit:
+            raise ResourceExhausted(
+                f"{caller!r} has {self.limit} calls in progress; retry when one ends",
+                f"caller:{caller}:concurrent-calls",
+                self._retry_after,
+            )
+        self._in_progress[caller] = held + 1
+
+    def leave(self, caller: str) -> None:
+        """Count a call of `caller` out; a caller with none left is forgotten."""
+        held = self._in_progress[caller] - 1
+        if held:
+            self._in_progress[caller] = held
+        else:
+            del self._in_progress[caller]
+
+
+class ReadSlots:
+    """At most `total` requests received at once, and a quarter of them for one caller:
+    a caller's flood waits behind itself, and another caller's request is read next."""
+
+    def __init__(self, total: int) -> None:
+        self._total = asyncio.Semaphore(total)
+        self._per_caller = max(total // 4, 1)
+        self._callers: dict[str, tuple[asyncio.Semaphore, list[int]]] = {}
+
+    @contextlib.asynccontextmanager
+    async def reading(self, caller: str) -> AsyncIterator[None]:
+        """Hold one of `caller`'s read slots and one of the gateway's while inside."""
+        own, waiting = self._callers.setdefault(caller, (asyncio.Semaphore(self._per_caller), [0]))
+        waiting[0] += 1
+        try:
+            async with own, self._total:
+                yield
+        finally:
+            waiting[0] -= 1
+            if not waiting[0]:
+                del self._callers[caller]
+
+
+class StreamNotRead(ResourceExhausted):
+    """A stream's client did not take a message within the write timeout."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(
+            f"the stream's messages were not read for {seconds:g}s; the stream is ended",
+            "caller:stream-write-timeout",
+            seconds,
+        )
+
+
+@dataclass
+class CallLimits:
+    """Every limit a TaskService call passes, counted before its request is read."""
+
+    concurrency: ConcurrencyLimit
+    per_caller: CallerConcurrencyLimit | None = None
+    rate: RateLimit | None = None
+    stream_write_timeout: float | None = None
+    concurrent_reads: int = 32
+
+    def enter(self, caller: str) -> None:
+        """Admit one call of `caller`, or raise ResourceExhausted (nothing is held then)."""
+        if self.rate is not None:
+            self.rate.take(caller)
+        self.concurrency.enter()
+        if self.per_caller is not None:
+            try:
+                self.per_caller.enter(caller)
+            except ResourceExhausted:
+                self.concurrency.leave()
+                raise
+
+    def leave(self, caller: str) -> None:
+        """Release what `enter` admitted."""
+        self.concurrency.leave()
+        if self.per_caller is not None:
+            self.per_caller.leave(caller)

@@ -1,6 +1,7 @@
 """The gRPC server itself: its interceptor, its limits and its port, with or without TLS."""
 
 import logging
+import resource
 import socket
 import ssl
 
@@ -9,7 +10,7 @@ import grpc
 from server.auth import TokenAuthenticator
 from server.config import SecuritySettings
 from server.interceptors import GatewayInterceptor
-from server.limits import ConcurrencyLimit, RateLimit
+from server.limits import CallerConcurrencyLimit, CallLimits, ConcurrencyLimit, RateLimit
 from worker.factory import ConfigurationError
 
 logger = logging.getLogger(__name__)
@@ -29,10 +30,21 @@ def gateway_interceptor(
     if security.rate_per_second:
         burst = security.rate_burst or security.rate_per_second
         rate = RateLimit(security.rate_per_second, max(burst, 1.0))
-    return GatewayInterceptor(authenticator, ConcurrencyLimit(security.max_concurrent_calls), rate)
+    limits = CallLimits(
+        ConcurrencyLimit(security.max_concurrent_calls),
+        CallerConcurrencyLimit(
+            security.max_calls_per_caller or max(security.max_concurrent_calls // 2, 1)
+        ),
+        rate,
+        security.stream_write_timeout_seconds,
+        security.max_concurrent_reads,
+    )
+    return GatewayInterceptor(authenticator, limits)
 
 
-def grpc_server(security: SecuritySettings, authenticator: TokenAuthenticator) -> grpc.aio.Server:
+def grpc_server(
+    security: SecuritySettings, authenticator: TokenAuthenticator, max_wait_seconds: float
+) -> grpc.aio.Server:
     """An asyncio gRPC server with the gateway's interceptor and message and queue limits."""
     return grpc.aio.server(
         interceptors=[gateway_interceptor(security, authenticator)],
@@ -44,8 +56,58 @@ def grpc_server(security: SecuritySettings, authenticator: TokenAuthenticator) -
             ("grpc.server.max_pending_requests", security.max_concurrent_calls),
             ("grpc.server.max_pending_requests_hard_limit", 2 * security.max_concurrent_calls),
             NO_SHARED_PORT,
+            *connection_options(security, max_wait_seconds),
         ],
+        # A backstop under the interceptor's own limit (which answers with RetryInfo):
+        # grpc refuses calls over it before anything of theirs is read.
+        maximum_concurrent_rpcs=security.max_concurrent_calls + _BACKSTOP_HEADROOM,
     )
+
+
+# --- connections: how long they may idle, live and stay silent (issue 11) ----------
+
+_BACKSTOP_HEADROOM = 100  # health checks and reflection beside a full TaskService
+_FILES_RESERVED = 256  # open files kept for Redis and broker pools, logs and TLS files
+_KEEPALIVE_TIMEOUT_MS = 20_000
+_AGE_GRACE_BEYOND_WAIT = 30.0
+
+
+def max_connections(security: SecuritySettings) -> int:
+    """The connection cap: as configured, or the open-file limit less a reserve."""
+    if security.max_connections:
+        return security.max_connections
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return 1_000_000
+    return max(soft - _FILES_RESERVED, 16)
+
+
+def connection_options(
+    security: SecuritySettings, max_wait_seconds: float
+) -> list[tuple[str, int]]:
+    """gRPC core's options for connections; the README's Configuration gives the reasons."""
+    grace = security.connection_age_grace_seconds or max_wait_seconds + _AGE_GRACE_BEYOND_WAIT
+
+    def ms(seconds: float) -> int:
+        return max(int(seconds * 1000), 1)
+
+    return [
+        ("grpc.max_allowed_incoming_connections", max_connections(security)),
+        ("grpc.server_handshake_timeout_ms", ms(security.handshake_timeout_seconds)),
+        ("grpc.max_connection_idle_ms", ms(security.connection_idle_seconds)),
+        ("grpc.max_connection_age_ms", ms(security.connection_max_age_seconds)),
+        ("grpc.max_connection_age_grace_ms", ms(grace)),
+        ("grpc.keepalive_time_ms", ms(security.keepalive_seconds)),
+        ("grpc.keepalive_timeout_ms", _KEEPALIVE_TIMEOUT_MS),
+        # Clients (Go, Java, Envoy) that ping idle connections every 10-30 s are
+        # told GOAWAY "too_many_pings" under gRPC's 5-minute default.
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.min_ping_interval_without_data_ms", ms(security.min_client_ping_seconds)),
+        # With BDP probing on, gRPC widens every stream's window until whole messages
+        # arrive before anyone reads them: a flood then held gigabytes. Off, a stream
+        # not yet read holds 64 KiB, and a read opens the window for its one message.
+        ("grpc.http2.bdp_probe", 0),
+    ]
 
 
 def bind(server: grpc.aio.Server, listen: str, security: SecuritySettings) -> int:

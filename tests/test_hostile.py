@@ -396,7 +396,11 @@ def spare_gateway(
 
     Its concurrency limit leaves room for ten calls beside the stream flood of (d).
     """
-    env = {**stack_env, "TASKGATE_MAX_CONCURRENT_CALLS": str(STREAMS + 10)}
+    env = {
+        **stack_env,
+        "TASKGATE_MAX_CONCURRENT_CALLS": str(STREAMS + 10),
+        "TASKGATE_MAX_CALLS_PER_CALLER": str(STREAMS + 10),
+    }
     gateway = Gateway(env, tmp_path_factory.mktemp("hostile-gateway"))
     yield gateway
     gateway.stop()

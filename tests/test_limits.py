@@ -87,7 +87,7 @@ async def _fill_then_call(address: str, slots: int) -> tuple[grpc.aio.AioRpcErro
         return refused.value, elapsed
 
 
-@pytest.mark.limits(TASKGATE_MAX_CONCURRENT_CALLS="5")
+@pytest.mark.limits(TASKGATE_MAX_CONCURRENT_CALLS="5", TASKGATE_MAX_CALLS_PER_CALLER="5")
 def test_calls_past_the_concurrency_limit_are_refused_at_once(limited: Gateway) -> None:
     error, elapsed = asyncio.run(_fill_then_call(limited.address, slots=5))
     assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
