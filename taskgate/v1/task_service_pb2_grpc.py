@@ -209,8 +209,9 @@ class TaskServiceServicer:
         streamed as PENDING (see GetStatus). The stream rides out an outage of
         the result backend of up to 15 s. Status codes: INVALID_ARGUMENT,
         NOT_FOUND, FAILED_PRECONDITION (the task stores no result),
-        UNAVAILABLE (the backend unreachable for longer), DEADLINE_EXCEEDED,
-        INTERNAL.
+        UNAVAILABLE (the backend unreachable for longer), RESOURCE_EXHAUSTED
+        (the caller read no message for TASKGATE_STREAM_WRITE_TIMEOUT, or is over
+        its limits), DEADLINE_EXCEEDED, INTERNAL.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

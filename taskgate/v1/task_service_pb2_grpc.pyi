@@ -125,8 +125,9 @@ class TaskServiceStub:
     streamed as PENDING (see GetStatus). The stream rides out an outage of
     the result backend of up to 15 s. Status codes: INVALID_ARGUMENT,
     NOT_FOUND, FAILED_PRECONDITION (the task stores no result),
-    UNAVAILABLE (the backend unreachable for longer), DEADLINE_EXCEEDED,
-    INTERNAL.
+    UNAVAILABLE (the backend unreachable for longer), RESOURCE_EXHAUSTED
+    (the caller read no message for TASKGATE_STREAM_WRITE_TIMEOUT, or is over
+    its limits), DEADLINE_EXCEEDED, INTERNAL.
     """
     ListTasks: _grpc.UnaryUnaryMultiCallable[_task_service_pb2.ListTasksRequest, _task_service_pb2.ListTasksResponse]
     """ListTasks lists the tasks this caller may submit.
@@ -235,8 +236,9 @@ class TaskServiceAsyncStub(TaskServiceStub):
     streamed as PENDING (see GetStatus). The stream rides out an outage of
     the result backend of up to 15 s. Status codes: INVALID_ARGUMENT,
     NOT_FOUND, FAILED_PRECONDITION (the task stores no result),
-    UNAVAILABLE (the backend unreachable for longer), DEADLINE_EXCEEDED,
-    INTERNAL.
+    UNAVAILABLE (the backend unreachable for longer), RESOURCE_EXHAUSTED
+    (the caller read no message for TASKGATE_STREAM_WRITE_TIMEOUT, or is over
+    its limits), DEADLINE_EXCEEDED, INTERNAL.
     """
     ListTasks: _aio.UnaryUnaryMultiCallable[_task_service_pb2.ListTasksRequest, _task_service_pb2.ListTasksResponse]  # type: ignore[assignment]
     """ListTasks lists the tasks this caller may submit.
@@ -384,8 +386,9 @@ class TaskServiceServicer(metaclass=_abc_1.ABCMeta):
         streamed as PENDING (see GetStatus). The stream rides out an outage of
         the result backend of up to 15 s. Status codes: INVALID_ARGUMENT,
         NOT_FOUND, FAILED_PRECONDITION (the task stores no result),
-        UNAVAILABLE (the backend unreachable for longer), DEADLINE_EXCEEDED,
-        INTERNAL.
+        UNAVAILABLE (the backend unreachable for longer), RESOURCE_EXHAUSTED
+        (the caller read no message for TASKGATE_STREAM_WRITE_TIMEOUT, or is over
+        its limits), DEADLINE_EXCEEDED, INTERNAL.
         """
 
     @_abc_1.abstractmethod
