@@ -95,6 +95,33 @@ def managed(process: P, stop_timeout: float = 15.0) -> Iterator[P]:
         process.stop(stop_timeout)
 
 
+@dataclass
+class BackendStack:
+    """A broker and a result backend that a test replaces (`backends[-1]` is the current
+    one); with `appendonly`, a backend started again reloads what the last one stored."""
+
+    broker: RedisServer
+    backends: list[RedisServer]
+    log_dir: Path
+    stub: pb_grpc.TaskServiceStub
+    appendonly: bool = False
+
+    @property
+    def backend(self) -> RedisServer:
+        """The current result backend."""
+        return self.backends[-1]
+
+    def kill_backend(self) -> None:
+        """SIGKILL the backend: no shutdown, no final flush."""
+        self.backend.popen.kill()
+        self.backend.stop()
+
+    def start_backend_again(self) -> None:
+        """Start a backend on the stopped one's port (and directory)."""
+        port = self.backend.port
+        self.backends.append(RedisServer(self.log_dir, port=port, appendonly=self.appendonly))
+
+
 # --- polling ---------------------------------------------------------------------------
 
 

@@ -10,7 +10,6 @@ import time
 from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
-from pathlib import Path
 
 import grpc
 import pytest
@@ -19,6 +18,7 @@ from scripts.stack import Gateway, RedisServer, start_worker
 from taskgate.v1 import task_service_pb2 as pb
 from taskgate.v1 import task_service_pb2_grpc as pb_grpc
 from tests.fault_helpers import (
+    BackendStack,
     Outcome,
     await_result,
     fault_env,
@@ -41,27 +41,8 @@ UNKNOWN_ID = "00000000-0000-4000-8000-000000000000"
 ATTEMPTS = 10
 
 
-@dataclass
-class Stack:
-    """The backend can be replaced (`backends[-1]` is the current one); the rest stays up."""
-
-    broker: RedisServer
-    backends: list[RedisServer]
-    log_dir: Path
-    stub: pb_grpc.TaskServiceStub
-
-    @property
-    def backend(self) -> RedisServer:
-        """The current result backend."""
-        return self.backends[-1]
-
-    def start_backend_again(self) -> None:
-        """Start a new, empty backend on the stopped one's port."""
-        self.backends.append(RedisServer(self.log_dir, port=self.backend.port))
-
-
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BackendStack]:
     """A broker, a separate backend, a worker and a gateway."""
     log_dir = tmp_path_factory.mktemp("faults-backend")
     backends: list[RedisServer] = []
@@ -73,20 +54,20 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         processes.enter_context(managed(start_worker(env, log_dir)))
         gateway = processes.enter_context(managed(Gateway(env, log_dir)))
         channel = processes.enter_context(grpc.insecure_channel(gateway.address))
-        yield Stack(broker, backends, log_dir, pb_grpc.TaskServiceStub(channel))
+        yield BackendStack(broker, backends, log_dir, pb_grpc.TaskServiceStub(channel))
 
 
-def _status(stack: Stack, task_id: str) -> Outcome:
+def _status(stack: BackendStack, task_id: str) -> Outcome:
     ask = pb.GetStatusRequest(task_id=task_id)
     return outcome(lambda: stack.stub.GetStatus(ask, timeout=DEADLINE))
 
 
-def _result(stack: Stack, task_id: str, wait: float) -> Outcome:
+def _result(stack: BackendStack, task_id: str, wait: float) -> Outcome:
     ask = pb.GetResultRequest(task_id=task_id, wait=seconds(wait))
     return outcome(lambda: stack.stub.GetResult(ask, timeout=DEADLINE))
 
 
-def _start_backend_again(stack: Stack) -> None:
+def _start_backend_again(stack: BackendStack) -> None:
     """Start the backend again and wait until the gateway reads from it.
 
     The first call on each of the gateway's pooled connections fails once
@@ -96,7 +77,7 @@ def _start_backend_again(stack: Stack) -> None:
     poll(lambda: _status(stack, UNKNOWN_ID).code == grpc.StatusCode.NOT_FOUND, "reads again", 10)
 
 
-def test_reads_with_the_backend_down_are_unavailable_in_time(stack: Stack) -> None:
+def test_reads_with_the_backend_down_are_unavailable_in_time(stack: BackendStack) -> None:
     """Checks the mapping of backend errors to UNAVAILABLE (`redis_unavailable`).
 
     A task finished (SUCCESS) and another waits in a queue nobody serves
@@ -127,7 +108,7 @@ def test_reads_with_the_backend_down_are_unavailable_in_time(stack: Stack) -> No
     assert _status(stack, finished).code == grpc.StatusCode.NOT_FOUND
 
 
-def _pending_task(stack: Stack) -> str:
+def _pending_task(stack: BackendStack) -> str:
     """A task that stays PENDING: sent to a queue no worker consumes."""
     queued = request("tests.count_run", unique())
     queued.options.queue = NOBODY
@@ -143,7 +124,7 @@ class Interrupted:
 
 
 def _kill_backend_under_a_waiting_call(
-    stack: Stack, *, settled: bool, wait: float = 8
+    stack: BackendStack, *, settled: bool, wait: float = 8
 ) -> Interrupted:
     """Start a GetResult (wait `wait` s, deadline 2 s later) on a PENDING task, kill the
     backend once the call waits (see `start_waiting`), and start the backend again."""
@@ -165,7 +146,7 @@ def _kill_backend_under_a_waiting_call(
 
 
 def test_a_wait_whose_backend_stays_away_ends_unavailable_before_its_deadline(
-    stack: Stack,
+    stack: BackendStack,
 ) -> None:
     """Checks that the shared result subscription tells its waiters when Redis goes away.
 
@@ -184,7 +165,7 @@ def test_a_wait_whose_backend_stays_away_ends_unavailable_before_its_deadline(
 
 
 def test_a_backend_dying_as_a_waiting_call_reads_is_unavailable_not_internal(
-    stack: Stack,
+    stack: BackendStack,
 ) -> None:
     """Checks that a lost backend is UNAVAILABLE on every path of a waiting call.
 
@@ -201,7 +182,9 @@ def test_a_backend_dying_as_a_waiting_call_reads_is_unavailable_not_internal(
         assert interrupted.ended.code == grpc.StatusCode.UNAVAILABLE, interrupted
 
 
-def test_a_frozen_backend_costs_a_call_its_socket_timeout_and_nothing_more(stack: Stack) -> None:
+def test_a_frozen_backend_costs_a_call_its_socket_timeout_and_nothing_more(
+    stack: BackendStack,
+) -> None:
     """Checks the Redis socket timeouts: a backend that stops answering (SIGSTOP) holds a
     call no longer than `redis_socket_timeout` (5 s) and leaves nothing wedged.
 

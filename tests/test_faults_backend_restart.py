@@ -12,7 +12,6 @@ import json
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack
-from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
@@ -24,6 +23,7 @@ from taskgate.v1 import task_service_pb2 as pb
 from taskgate.v1 import task_service_pb2_grpc as pb_grpc
 from tests.fault_helpers import (
     TASK_MODULES,
+    BackendStack,
     await_result,
     fault_env,
     managed,
@@ -48,28 +48,8 @@ def _env(broker_url: str, backend_url: str, config_dir: Path | None = None) -> d
     return env
 
 
-@dataclass
-class Stack:
-    """The backend can be replaced (`backends[-1]` is the current one); the rest stays up."""
-
-    broker: RedisServer
-    backends: list[RedisServer]
-    log_dir: Path
-    stub: pb_grpc.TaskServiceStub
-
-    @property
-    def backend(self) -> RedisServer:
-        """The current result backend."""
-        return self.backends[-1]
-
-    def kill_backend(self) -> None:
-        """SIGKILL the backend: no shutdown, no final flush."""
-        self.backend.popen.kill()
-        self.backend.stop()
-
-    def start_backend_again(self) -> None:
-        """Start the backend on the same port and directory: it reloads its append-only file."""
-        self.backends.append(RedisServer(self.log_dir, port=self.backend.port, appendonly=True))
+class Stack(BackendStack):
+    """An append-only backend, killed and started again; the broker stays up."""
 
     def env(self, config_dir: Path | None = None) -> dict[str, str]:
         """The environment of a worker of this stack."""
@@ -88,7 +68,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         gateway = Gateway(_env(broker.url, backends[0].url), log_dir)
         processes.enter_context(managed(gateway))
         channel = processes.enter_context(grpc.insecure_channel(gateway.address))
-        yield Stack(broker, backends, log_dir, pb_grpc.TaskServiceStub(channel))
+        yield Stack(broker, backends, log_dir, pb_grpc.TaskServiceStub(channel), appendonly=True)
 
 
 def _short_retries(config_dir: Path) -> Path:
