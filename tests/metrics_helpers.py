@@ -1,0 +1,34 @@
+"""Reading a gateway's `/metrics` as Prometheus would, with prometheus-client's own parser."""
+
+import re
+import urllib.request
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from scripts.stack import Gateway
+
+METRICS_AT = re.compile(r"metrics on http://(\S+):(\d+)/metrics")
+Labels = frozenset[tuple[str, str]]
+
+
+def metrics_url(gateway: Gateway) -> str:
+    """Where `gateway` said it serves `/metrics`."""
+    match = METRICS_AT.search(gateway.log_text())
+    assert match, gateway.log_text()[-2000:]
+    return f"http://{match.group(1)}:{match.group(2)}/metrics"
+
+
+def scrape(url: str) -> dict[tuple[str, Labels], float]:
+    """Every sample of `url`, keyed by sample name and labels."""
+    with urllib.request.urlopen(url, timeout=5) as response:
+        text = response.read().decode()
+    return {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def value(samples: dict[tuple[str, Labels], float], name: str, **labels: str) -> float:
+    """The sample `name` with exactly `labels`; 0 when it is absent."""
+    return samples.get((name, frozenset(labels.items())), 0.0)
