@@ -1,21 +1,18 @@
 """Reading a gateway's `/metrics` as Prometheus would, with prometheus-client's own parser."""
 
-import re
 import urllib.request
 
 from prometheus_client.parser import text_string_to_metric_families
 
 from scripts.stack import Gateway
 
-METRICS_AT = re.compile(r"metrics on http://(\S+):(\d+)/metrics")
 Labels = frozenset[tuple[str, str]]
 
 
 def metrics_url(gateway: Gateway) -> str:
     """Where `gateway` said it serves `/metrics`."""
-    match = METRICS_AT.search(gateway.log_text())
-    assert match, gateway.log_text()[-2000:]
-    return f"http://{match.group(1)}:{match.group(2)}/metrics"
+    assert gateway.metrics_url, gateway.log_text()[-2000:]
+    return gateway.metrics_url
 
 
 def scrape(url: str) -> dict[tuple[str, Labels], float]:
