@@ -16,6 +16,7 @@ import pytest
 from google.protobuf.duration_pb2 import Duration
 
 from scripts.stack import Gateway, RedisServer, celery_env
+from server.config import ObservabilitySettings
 from taskgate.v1 import task_service_pb2 as pb
 from taskgate.v1 import task_service_pb2_grpc as pb_grpc
 from tests.fault_helpers import poll
@@ -210,3 +211,8 @@ def test_empty_metrics_listen_serves_none_and_a_taken_port_stops_the_start(
     assert_one_line_error(finished, f"TASKGATE_METRICS_LISTEN={taken!r}", "Address already in use")
     bad = celery_env(redis.url, redis.url, TASKGATE_METRICS_LISTEN="9464")
     assert_one_line_error(_run([sys.executable, "-m", "server"], bad), "TASKGATE_METRICS_LISTEN")
+
+
+def test_metrics_are_on_by_default_on_loopback_9464() -> None:
+    assert ObservabilitySettings.from_env({}).metrics_listen == "127.0.0.1:9464"
+    assert ObservabilitySettings.from_env({"TASKGATE_METRICS_LISTEN": ""}).metrics_listen is None
