@@ -44,6 +44,15 @@ class Undecodable:
     too_large: bool = False
 
 
+class RequestNotReceived(GatewayError):
+    """No request arrived: gRPC refused one over the message size limit (or none was sent)."""
+
+    code = code_pb2.RESOURCE_EXHAUSTED
+
+    def __init__(self) -> None:
+        super().__init__("no request arrived: over TASKGATE_MAX_MESSAGE_BYTES, or none sent")
+
+
 def _tolerant(
     deserializer: Callable[[bytes], Any] | None, rpc: str, largest: int | None
 ) -> Callable[[bytes], Any] | None:
@@ -144,7 +153,10 @@ class GatewayInterceptor(grpc.aio.ServerInterceptor):
         async with self._reads.reading(caller):
             request = await context.read()
         if request is grpc.aio.EOF:
-            raise InvalidArgument("request", "is missing")
+            # gRPC itself refused a request over TASKGATE_MAX_MESSAGE_BYTES and answered
+            # the caller RESOURCE_EXHAUSTED; count it as such (no client sends nothing).
+            self._limit_hit("size", caller)
+            raise RequestNotReceived()
         if isinstance(request, Undecodable):
             if request.too_large:
                 self._limit_hit("size", caller)

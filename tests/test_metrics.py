@@ -159,17 +159,28 @@ def test_taskgate_series_count_submissions_replays_and_waits(
     assert value(after, "process_resident_memory_bytes") > 0
 
 
-def test_a_request_over_its_size_is_counted_as_a_size_limit_of_its_caller(
+def test_requests_over_a_size_limit_count_as_size_limits_of_their_caller(
     gateway: Gateway, stub: pb_grpc.TaskServiceStub
 ) -> None:
     url = metrics_url(gateway)
-    before = value(scrape(url), "taskgate_limits_hit_total", kind="size", caller="ipv4:127.0.0.1")
-    huge = pb.GetStatusRequest(task_id="x" * 100_000)
-    assert call_error(lambda: stub.GetStatus(huge, timeout=10)).code() == (
+    before = scrape(url)
+    over_rpc_cap = pb.GetStatusRequest(task_id="x" * 100_000)  # a valid one is at most 4 KiB
+    assert call_error(lambda: stub.GetStatus(over_rpc_cap, timeout=10)).code() == (
         grpc.StatusCode.INVALID_ARGUMENT
     )
-    after = value(scrape(url), "taskgate_limits_hit_total", kind="size", caller="ipv4:127.0.0.1")
-    assert after - before == 1
+    over_message_cap = pb.SubmitRequest(task="tasks.add", args_json="[" + "1," * 2_500_000 + "1]")
+    assert call_error(lambda: stub.Submit(over_message_cap, timeout=10)).code() == (
+        grpc.StatusCode.RESOURCE_EXHAUSTED
+    )
+    after = scrape(url)
+    size = {"kind": "size", "caller": "ipv4:127.0.0.1"}
+    hits = "taskgate_limits_hit_total"
+    assert value(after, hits, **size) - value(before, hits, **size) == 2
+    # As the caller saw it, not as the gateway's handler did (it received nothing).
+    exhausted = handled(after, "Submit", "ResourceExhausted") - handled(
+        before, "Submit", "ResourceExhausted"
+    )
+    assert exhausted == 1
 
 
 def test_queue_length_sums_every_priority_list(
