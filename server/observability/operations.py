@@ -10,7 +10,13 @@ from redis.asyncio import Redis
 
 from server.config import ObservabilitySettings
 from server.observability.metrics import serve_metrics
-from server.observability.queue_depth import QueueDepth, known_queues
+from server.observability.queue_depth import (
+    AmqpQueueLengths,
+    QueueDepth,
+    QueueLengths,
+    RedisQueueLengths,
+    known_queues,
+)
 from server.observability.readiness import Readiness, ReadinessPolicy
 from server.publish.message import KeyRules
 from server.startup_checks import problems
@@ -24,7 +30,6 @@ class Operations:
 
     readiness: Readiness
     queue_depth: QueueDepth | None
-    queue_client: Redis | None
 
     async def drain(self) -> None:
         """Both health statuses NOT_SERVING: the gateway is stopping."""
@@ -34,8 +39,6 @@ class Operations:
         """Stop the background reads."""
         if self.queue_depth is not None:
             await self.queue_depth.close()
-        if self.queue_client is not None:
-            await self.queue_client.aclose()
 
 
 def start_metrics(settings: ObservabilitySettings) -> int | None:
@@ -49,11 +52,11 @@ def start_metrics(settings: ObservabilitySettings) -> int | None:
     return port
 
 
-def _queue_depth(app: Celery) -> tuple[QueueDepth | None, Redis | None]:
+def _queue_lengths(app: Celery) -> QueueLengths:
     url = str(app.conf.broker_url)
+    queues = known_queues(app)
     if urlsplit(url).scheme not in ("redis", "rediss"):
-        logger.info("celery_queue_length is read on a Redis broker only; this one is not")
-        return None, None
+        return AmqpQueueLengths(app, queues)
     options = dict(app.conf.broker_transport_options or {})
     client = Redis.from_url(
         url,
@@ -61,7 +64,7 @@ def _queue_depth(app: Celery) -> tuple[QueueDepth | None, Redis | None]:
         socket_connect_timeout=float(options.get("socket_connect_timeout") or 4.0),
         max_connections=2,
     )
-    return QueueDepth(client, KeyRules.of(options), known_queues(app)), client
+    return RedisQueueLengths(client, KeyRules.of(options), queues)
 
 
 async def start_operations(
@@ -79,7 +82,8 @@ async def start_operations(
     )
     readiness = Readiness(servicer, service, lambda: problems(app, backend), policy)
     await readiness.start()
-    depth, client = _queue_depth(app) if settings.metrics_listen is not None else (None, None)
-    if depth is not None:
+    depth = None
+    if settings.metrics_listen is not None:
+        depth = QueueDepth(_queue_lengths(app))
         depth.start()
-    return Operations(readiness, depth, client)
+    return Operations(readiness, depth)
