@@ -22,7 +22,8 @@ from server.config import GatewaySettings
 from server.dispatch import Dispatcher, create_gateway_app
 from server.idempotency import IdempotencyKeys
 from server.listener import bind, grpc_server
-from server.observability.grpc_metrics import MetricsInterceptor, initialize, method_types
+from server.observability.grpc_metrics import MetricsInterceptor, initialize
+from server.observability.grpc_names import method_types
 from server.observability.instrumented import (
     MeteredGateway,
     MeteredPublisher,

@@ -17,6 +17,7 @@ from google.protobuf.duration_pb2 import Duration
 
 from scripts.stack import Gateway, RedisServer, celery_env
 from server.config import ObservabilitySettings
+from server.observability.grpc_names import go_code_name
 from taskgate.v1 import task_service_pb2 as pb
 from taskgate.v1 import task_service_pb2_grpc as pb_grpc
 from tests.fault_helpers import poll
@@ -227,3 +228,11 @@ def test_empty_metrics_listen_serves_none_and_a_taken_port_stops_the_start(
 def test_metrics_are_on_by_default_on_loopback_9464() -> None:
     assert ObservabilitySettings.from_env({}).metrics_listen == "127.0.0.1:9464"
     assert ObservabilitySettings.from_env({"TASKGATE_METRICS_LISTEN": ""}).metrics_listen is None
+
+
+def test_codes_are_spelled_as_go_grpc_prometheus_writes_them() -> None:
+    # Go's codes.Code.String(), in code order: what gRPC dashboards filter on.
+    go = "OK Canceled Unknown InvalidArgument DeadlineExceeded NotFound AlreadyExists "
+    go += "PermissionDenied ResourceExhausted FailedPrecondition Aborted OutOfRange "
+    go += "Unimplemented Internal Unavailable DataLoss Unauthenticated"
+    assert [go_code_name(number) for number in range(17)] == go.split()

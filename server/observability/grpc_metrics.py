@@ -10,61 +10,28 @@ from __future__ import annotations
 
 import inspect
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeAlias
 
 import grpc
-from google.protobuf.descriptor import ServiceDescriptor
 
 from server.observability import metrics
+from server.observability.grpc_names import GO_CODE_NAMES, STATUS_CODES, split_method
 
 MethodHandler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
 Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
-
-# grpc.StatusCode names as Go spells them; only CANCELLED differs beyond its case.
-GO_CODE_NAMES = {
-    code: "OK"
-    if code is grpc.StatusCode.OK
-    else "Canceled"
-    if code is grpc.StatusCode.CANCELLED
-    else "".join(part.capitalize() for part in code.name.split("_"))
-    for code in grpc.StatusCode
-}
-_BY_VALUE = {code.value[0]: code for code in grpc.StatusCode}
-
-
-def method_types(services: Iterable[ServiceDescriptor]) -> dict[str, str]:
-    """`/package.Service/Method` → go-grpc-prometheus's `grpc_type`, from the proto."""
-    kinds = {
-        (False, False): "unary",
-        (False, True): "server_stream",
-        (True, False): "client_stream",
-        (True, True): "bidi_stream",
-    }
-    return {
-        f"/{service.full_name}/{method.name}": kinds[
-            (method.client_streaming, method.server_streaming)
-        ]
-        for service in services
-        for method in service.methods
-    }
 
 
 def initialize(types: dict[str, str]) -> None:
     """Create every method's series at zero, as go-grpc-prometheus's InitializeMetrics does,
     so that `rate()` sees a method's first call."""
     for method, grpc_type in types.items():
-        labels = (grpc_type, *_split(method))
+        labels = (grpc_type, *split_method(method))
         for family in (metrics.GRPC_STARTED, metrics.GRPC_RECEIVED, metrics.GRPC_SENT):
             family.labels(*labels)
         metrics.GRPC_HANDLING.labels(*labels)
         for name in GO_CODE_NAMES.values():
             metrics.GRPC_HANDLED.labels(*labels, name)
-
-
-def _split(method: str) -> tuple[str, str]:
-    service, _, name = method.lstrip("/").rpartition("/")
-    return service, name
 
 
 def _handler_type(handler: MethodHandler) -> str:
@@ -79,7 +46,7 @@ class _Call:
     """One call's series: counts messages both ways and its end, with its code."""
 
     def __init__(self, grpc_type: str, method: str) -> None:
-        self.labels = (grpc_type, *_split(method))
+        self.labels = (grpc_type, *split_method(method))
         self._started = time.perf_counter()
         metrics.GRPC_STARTED.labels(*self.labels).inc()
 
@@ -97,7 +64,7 @@ class _Call:
 def _code_set(context: Context) -> grpc.StatusCode | None:
     code: Any = context.code()
     if isinstance(code, int):
-        return _BY_VALUE.get(code)
+        return STATUS_CODES.get(code)
     return code if isinstance(code, grpc.StatusCode) else None
 
 

@@ -12,13 +12,12 @@ import grpc
 from server.errors import GatewayError, NotFound
 from server.gateway import Gateway, TaskView
 from server.observability import metrics
-from server.observability.grpc_metrics import GO_CODE_NAMES
+from server.observability.grpc_names import go_code_name
 from server.publish.publisher import Publisher
 from server.records import DispatchRecord
 from server.requests import Submission
 from server.submitter import Submitted, Submitter
 
-_BY_VALUE = {code.value[0]: code for code in grpc.StatusCode}
 _TASK_NAMES = metrics.BoundedLabel(limit=200)  # `tasks.*` admits names no one chose
 _CALLERS = metrics.BoundedLabel(limit=100)
 
@@ -29,9 +28,8 @@ def count_limit(kind: str, caller: str) -> None:
 
 
 def _outcome(error: Exception) -> str:
-    if isinstance(error, GatewayError):
-        return GO_CODE_NAMES[_BY_VALUE.get(error.code, grpc.StatusCode.UNKNOWN)]
-    return GO_CODE_NAMES[grpc.StatusCode.INTERNAL]
+    code = error.code if isinstance(error, GatewayError) else grpc.StatusCode.INTERNAL.value[0]
+    return go_code_name(code)
 
 
 class MeteredSubmitter(Submitter):
