@@ -3,6 +3,8 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# The branch `buf breaking` compares the contract with.
+PROTO_BASE ?= main
 
 .PHONY: run test lint typecheck proto bench clean
 
@@ -23,7 +25,7 @@ test: $(STAMP) lint typecheck
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/python -m taskgate.codegen lint
+	$(BIN)/python -m taskgate.codegen lint $(PROTO_BASE)
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
