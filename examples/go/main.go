@@ -1,6 +1,6 @@
 // Command client is a taskgate client in Go, built on stubs that protoc-gen-go and
 // protoc-gen-go-grpc generate from proto/ (see the README's "Clients in other
-// languages"). It walks through every kind of answer the gateway gives and prints
+// languages"). It walks through the RPCs and the answers a caller meets and prints
 // one JSON line each.
 //
 //	go run . 127.0.0.1:50051

@@ -1,5 +1,5 @@
 // A taskgate client in Node: loads proto/ at run time with @grpc/proto-loader and
-// walks through every kind of answer the gateway gives, printing one JSON line each.
+// walks through the RPCs and the answers a caller meets, printing one JSON line each.
 //
 //   npm ci && node client.js 127.0.0.1:50051
 "use strict";
