@@ -1,9 +1,11 @@
-// Command client is a taskgate client in Go, built on stubs that protoc-gen-go and
-// protoc-gen-go-grpc generate from proto/ (see the README's "Clients in other
-// languages"). It walks through the RPCs and the answers a caller meets and prints
-// one JSON line each.
+// Command taskgate-example is a taskgate client in Go, built on stubs that
+// protoc-gen-go and protoc-gen-go-grpc generate from proto/. It walks through the
+// RPCs and the answers a caller meets and prints one JSON line each. From the
+// repository's root, on Debian's Go packages (as tests/example_clients.py does):
 //
-//	go run . 127.0.0.1:50051
+//	protoc -I proto --go_out=$GOPATH/src --go-grpc_out=$GOPATH/src taskgate/v1/task_service.proto
+//	GO111MODULE=off GOPATH=$GOPATH:/usr/share/gocode go build -o taskgate-example ./examples/go
+//	./taskgate-example 127.0.0.1:50051
 package main
 
 import (
