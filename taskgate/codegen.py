@@ -49,18 +49,34 @@ def generate(out_dir: Path) -> None:
     )
 
 
-def lint(against: str = "main") -> int:
-    """buf lint (STANDARD), buf format and buf breaking against the branch `against`.
+def base_commit(against: str) -> str:
+    """The commit `against` names, or `origin/<against>` in a clone without that branch."""
+    for ref in (against, f"origin/{against}"):
+        found = subprocess.run(
+            ["git", "rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}"],
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if found.returncode == 0:
+            return found.stdout.strip()
+    raise SystemExit(f"no commit {against!r} to compare proto/ with; set PROTO_BASE")
 
-    The rules are in `proto/buf.yaml`. buf reads `against` from the repository's own
+
+def lint(against: str = "main") -> int:
+    """buf lint (STANDARD), buf format and buf breaking against `against`; buf's exit code.
+
+    The rules are in `proto/buf.yaml`. buf reads the base from the repository's own
     git objects (a worktree's `.git` file works too), so no network is needed; on
     `against` itself the breaking check has nothing to compare and passes.
     """
     buf = str(TOOLS / "buf")
+    base = f"{REPO_ROOT / '.git'}#ref={base_commit(against)},subdir=proto"
     checks = [
         [buf, "lint"],
         [buf, "format", "--diff", "--exit-code"],
-        [buf, "breaking", "--against", f"{REPO_ROOT / '.git'}#branch={against},subdir=proto"],
+        [buf, "breaking", "--against", base],
     ]
     for check in checks:
         code = subprocess.run(check, cwd=PROTO_ROOT, check=False).returncode
