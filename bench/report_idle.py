@@ -8,7 +8,7 @@ from bench.settings import BenchSettings
 from bench.stats import Percentiles, Tally
 from bench.suite import FrontEndResult
 from bench.targets import loop_tasks_per_second, targets
-from bench.waits import MB, WaitsResult
+from bench.waits import DEADLINE_BEYOND_WAIT, MB, WaitsResult
 
 
 def idle_setup_rows(settings: BenchSettings) -> dict[str, str]:
@@ -112,8 +112,9 @@ def _waits_table(waits: WaitsResult) -> list[str]:
               str(waits.threads_peak - waits.threads_before)]),
         "",
         f"{waits.right} of {waits.waits} waits answered not ready (PENDING) before their "
-        f"deadline, {waits.wrong} wrong, {waits.errors} failed; the slowest answered after "
-        f"{waits.slowest_seconds:.2f} s. {'; '.join(waits.error_samples)}",
+        f"deadline ({waits.wait_seconds + DEADLINE_BEYOND_WAIT:g} s), {waits.wrong} wrong, "
+        f"{waits.errors} failed; they answered {waits.fastest_seconds:.2f} to "
+        f"{waits.slowest_seconds:.2f} s after they were sent. {'; '.join(waits.error_samples)}",
         "",
     ]  # fmt: skip
 
@@ -177,6 +178,7 @@ def idle_json(results: list[FrontEndResult], idle: IdleResults) -> dict[str, Any
         "waits": None if waits is None else {
             "waits": waits.waits, "right": waits.right, "wrong": waits.wrong,
             "errors": waits.errors, "rss_growth_mb": waits.rss_growth_mb,
+            "fastest_seconds": waits.fastest_seconds, "slowest_seconds": waits.slowest_seconds,
             "threads_before": waits.threads_before, "threads_peak": waits.threads_peak,
             "error_samples": waits.error_samples,
         },

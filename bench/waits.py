@@ -43,8 +43,9 @@ class WaitsResult:
     rss_peak: int = 0
     threads_before: int = 0
     threads_peak: int = 0
+    fastest_seconds: float = float("inf")
     slowest_seconds: float = 0.0
-    """The longest a wait took to answer, from the moment it was sent."""
+    """The shortest and longest a wait took to answer, from the moment it was sent."""
 
     @property
     def rss_growth_mb(self) -> float:
@@ -118,7 +119,9 @@ async def _one_wait(
         result.errors += 1
         result.note(f"{exc.code().name}: {exc.details()}")
         return
-    result.slowest_seconds = max(result.slowest_seconds, perf_counter() - start)
+    took = perf_counter() - start
+    result.fastest_seconds = min(result.fastest_seconds, took)
+    result.slowest_seconds = max(result.slowest_seconds, took)
     if reply.task_id == task_id and not reply.ready and reply.state == pb.TASK_STATE_PENDING:
         result.right += 1
     else:

@@ -122,6 +122,8 @@ def test_each_phase_without_a_worker_has_numbers_and_only_right_answers(
     waits = found["waits"]
     assert (waits["right"], waits["wrong"], waits["errors"]) == (quick.concurrent_waits, 0, 0)
     assert waits["threads_peak"] >= waits["threads_before"] > 0
+    # The waits waited: a crowd of ends is packed a little earlier, never to nothing.
+    assert waits["fastest_seconds"] >= quick.concurrent_wait_seconds / 2, waits
     assert waits["rss_growth_mb"] >= 0
 
 
