@@ -114,7 +114,9 @@ def _waits_table(waits: WaitsResult) -> list[str]:
         f"{waits.right} of {waits.waits} waits answered not ready (PENDING) before their "
         f"deadline ({waits.wait_seconds + DEADLINE_BEYOND_WAIT:g} s), {waits.wrong} wrong, "
         f"{waits.errors} failed; they answered {waits.fastest_seconds:.2f} to "
-        f"{waits.slowest_seconds:.2f} s after they were sent. {'; '.join(waits.error_samples)}",
+        f"{waits.slowest_seconds:.2f} s after the client started them (one Python process "
+        "starts and reads them all: its own queueing counts in). "
+        f"{'; '.join(waits.error_samples)}",
         "",
     ]  # fmt: skip
 

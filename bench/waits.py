@@ -45,7 +45,7 @@ class WaitsResult:
     threads_peak: int = 0
     fastest_seconds: float = float("inf")
     slowest_seconds: float = 0.0
-    """The shortest and longest a wait took to answer, from the moment it was sent."""
+    """The shortest and longest a wait took to answer, from the moment the client started it."""
 
     @property
     def rss_growth_mb(self) -> float:
