@@ -48,7 +48,6 @@ CEILING_STATUS = "empty-handler ceiling GetStatus"
 STATUS_CALLERS = 64
 WARMUP_CALLS, WARMUP_CALLERS = 100, 16
 K = TypeVar("K")
-_NUMBERS = Numbers()  # arguments never repeated within a run
 
 Phase = Callable[[list[int], int], Awaitable[Tally]]
 """Runs the calls of one turn: (arguments, calls in flight) -> what they measured."""
@@ -120,27 +119,27 @@ async def _phases(
     gateway: "TaskServiceAsyncStub",
     ceiling: "TaskServiceAsyncStub",
 ) -> IdleResults:
-    seconds = settings.phase_seconds
+    seconds, numbers = settings.phase_seconds, Numbers()
     for name, phase in submitters.items():
-        warmup = await phase(_NUMBERS.take(WARMUP_CALLS), WARMUP_CALLERS)
+        warmup = await phase(numbers.take(WARMUP_CALLS), WARMUP_CALLERS)
         if not warmup.clean:
             raise BenchError(f"{name} failed its warm-up: {warmup.error_samples}")
     results = IdleResults()
-    turns = _Turns(settings.idle_tasks, settings.idle_concurrencies)
+    turns = _Turns(settings.idle_tasks, settings.idle_concurrencies, numbers)
     results.submit = await _turns(stack, settings, submitters, turns)
     batchers = {size: _batcher(gateway, size, seconds) for size in settings.batch_sizes}
     for size, tally in (
-        await _turns(stack, settings, batchers, _Turns(settings.batch_tasks, (1,)))
+        await _turns(stack, settings, batchers, _Turns(settings.batch_tasks, (1,), numbers))
     ).items():
         results.batch[size] = tally[1]
     status = {
         TASKGATE_STATUS: _checked(GrpcStatus(gateway, await _finished_task(gateway)), seconds),
         CEILING_STATUS: _checked(GrpcStatus(ceiling, CEILING_TASK_ID), seconds),
     }
-    turns = _Turns(settings.status_calls, (STATUS_CALLERS,))
+    turns = _Turns(settings.status_calls, (STATUS_CALLERS,), numbers)
     for name, tally in (await _turns(stack, settings, status, turns)).items():
         results.status[name] = tally[STATUS_CALLERS]
-    xs = _NUMBERS.take(settings.concurrent_waits)
+    xs = numbers.take(settings.concurrent_waits)
     pid = stack.gateway.popen.pid
     waits = concurrent_waits(stack.gateway.address, pid, xs, settings.concurrent_wait_seconds)
     results.waits = await waits
@@ -153,6 +152,8 @@ class _Turns:
 
     calls: int
     in_flight: tuple[int, ...]
+    numbers: Numbers
+    """The run's arguments, never repeated."""
 
 
 async def _turns(
@@ -163,7 +164,7 @@ async def _turns(
     for callers in turns.in_flight:
         for share in settings.split(turns.calls):
             for name, phase in contenders.items():
-                tally = await measured(stack, phase(_NUMBERS.take(share), callers))
+                tally = await measured(stack, phase(turns.numbers.take(share), callers))
                 stack.purge(IDLE_QUEUE)
                 found[name].setdefault(callers, Tally()).merge(tally)
     return found
