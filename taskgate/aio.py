@@ -42,7 +42,7 @@ class AsyncClient(ClientBase):
     def __init__(self, address: str | None = None, **settings: Unpack[ClientSettings]) -> None:
         super().__init__(address, **settings)
         self._channel = open_aio_channel(self._connection)
-        self._stub = pb_grpc.TaskServiceAsyncStub(self._channel)
+        self._stub = pb_grpc.TaskServiceStub(self._channel)  # typed as TaskServiceAsyncStub
 
     async def submit(
         self,
