@@ -1,7 +1,6 @@
 """taskgate.Client's retries on UNAVAILABLE, with a real gateway that starts late or
 restarts, served over TLS with bearer tokens; and which calls are never retried."""
 
-import json
 import logging
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -13,11 +12,9 @@ import pytest
 
 import taskgate
 from scripts.stack import Gateway, ManagedProcess, free_port
-from server.auth import digest
 from tests.lifecycle_helpers import poll
-from tests.tls_helpers import Authority
+from tests.secured_helpers import TOKEN, secured
 
-TOKEN = "retry-token-0123456789abcdef"
 PATIENT = taskgate.RetryPolicy(attempts=1000, initial_backoff=0.05, max_backoff=0.3)
 
 
@@ -62,18 +59,8 @@ def late(
     tmp_path_factory: pytest.TempPathFactory, stack_env: dict[str, str], worker: ManagedProcess
 ) -> Iterator[LateGateway]:
     log_dir = tmp_path_factory.mktemp("client-retry")
-    ca = Authority(log_dir, "client-retry")
-    server = ca.issue("gateway", ips=("127.0.0.1",))
-    tokens = log_dir / "tokens.json"
-    entry = {"name": "caller", "sha256": digest(TOKEN).hex(), "tasks": ["*"], "cancel": True}
-    tokens.write_text(json.dumps({"tokens": [entry]}))
-    env = {
-        **stack_env,
-        "TASKGATE_TLS_CERT": str(server.cert),
-        "TASKGATE_TLS_KEY": str(server.key),
-        "TASKGATE_TOKENS_FILE": str(tokens),
-    }
-    gateway = LateGateway(env, log_dir, ca.cert_pem())
+    settings = secured(stack_env, log_dir)
+    gateway = LateGateway(settings.env, log_dir, settings.ca_pem())
     yield gateway
     gateway.stop()
 
