@@ -1,8 +1,11 @@
 """The `taskgate` command through its installed entry point, against the session's real
 gateway and worker: what it prints on stdout and stderr, and each exit code."""
 
+import contextlib
 import json
 import os
+import pty
+import re
 import subprocess
 import sys
 import uuid
@@ -17,6 +20,7 @@ from tests.fault_helpers import managed
 from tests.secured_helpers import Secured, secured
 
 COMMAND = Path(sys.executable).with_name("taskgate")
+ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
 
 def taskgate(gateway: Gateway, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
@@ -170,3 +174,26 @@ def test_a_ca_file_that_is_not_pem_is_a_usage_error(
 ) -> None:
     gateway, _ = secured_gateway
     assert "--ca" in fails(gateway, ExitCode.USAGE, "--ca", __file__, "tasks")
+
+
+def on_a_terminal(gateway: Gateway, *args: str) -> tuple[int, str]:
+    """Run the command with stdout on a pseudo-terminal; its exit code and what it drew."""
+    leader, follower = pty.openpty()
+    env = {**os.environ, "TASKGATE_ADDRESS": gateway.address, "COLUMNS": "100"}
+    process = subprocess.Popen([str(COMMAND), *args], env=env, stdout=follower, stderr=follower)
+    os.close(follower)
+    drawn = bytearray()
+    with contextlib.suppress(OSError):  # EIO once the command has exited and closed it
+        while chunk := os.read(leader, 4096):
+            drawn += chunk
+    os.close(leader)
+    return process.wait(timeout=60), ANSI_ESCAPE.sub("", drawn.decode(errors="replace"))
+
+
+def test_watch_on_a_terminal_draws_a_progress_bar(gateway: Gateway) -> None:
+    task_id = succeeds(gateway, "submit", "tasks.progress", "3", "0.2").strip()
+    code, drawn = on_a_terminal(gateway, "watch", task_id)
+    assert code == ExitCode.OK, drawn
+    assert "━" in drawn  # the bar
+    assert "3/3" in drawn
+    assert f"{task_id} SUCCESS" in drawn
