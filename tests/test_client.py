@@ -1,6 +1,9 @@
 """taskgate.Client against the session's real gateway and worker: every method, as a
 Python caller sees it (values, dataclasses, exceptions), with no stub in sight."""
 
+import os
+import subprocess
+import sys
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
@@ -9,7 +12,7 @@ import grpc
 import pytest
 
 import taskgate
-from scripts.stack import Gateway
+from scripts.stack import REPO_ROOT, Gateway
 from taskgate import Submission, TaskState
 
 
@@ -183,3 +186,16 @@ def test_a_watch_past_its_timeout_raises_deadline_exceeded(client: taskgate.Clie
     task_id = client.submit("tasks.sleep", [2]).task_id
     with pytest.raises(taskgate.DeadlineExceeded):
         list(client.watch(task_id, timeout=0.5))
+
+
+def test_the_example_script_prints_5(gateway: Gateway) -> None:
+    env = {**os.environ, "TASKGATE_ADDRESS": gateway.address}
+    done = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "examples" / "submit.py")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert (done.returncode, done.stdout.splitlines()[-1]) == (0, "5"), done
