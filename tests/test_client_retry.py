@@ -40,6 +40,12 @@ class LateGateway:
             self.running.stop()
             self.running = None
 
+    def crash(self) -> None:
+        """SIGKILL: the gateway's connections drop with no goodbye."""
+        if self.running:
+            self.running.popen.kill()
+        self.stop()
+
     def client(
         self,
         *,
@@ -109,6 +115,28 @@ def test_a_read_retries_through_a_gateway_restart(
         late.stop()
         status = status_once_up(late, client, task_id, retries)
     assert status.state == taskgate.TaskState.SUCCESS
+
+
+def test_a_watch_cut_by_a_crash_goes_on_once_the_gateway_is_back(
+    late: LateGateway, retries: Callable[[], int]
+) -> None:
+    if late.running is None:
+        late.start()
+    with late.client(retry=PATIENT) as client, ThreadPoolExecutor(1) as pool:
+        task_id = client.submit("tasks.progress", [6, 0.4]).task_id
+        states = client.watch(task_id, timeout=60)
+        seen = [next(states)]
+        while seen[-1].progress is None:
+            seen.append(next(states))
+        late.crash()
+        rest = pool.submit(list, states)
+        poll(lambda: retries() >= 1, "the watch retrying")
+        late.start()
+        seen += rest.result(timeout=60)
+    steps = [status.progress[0] for status in seen if status.progress]
+    assert steps == sorted(set(steps))  # in order, none twice
+    assert steps[-1] == 6
+    assert seen[-1].state == taskgate.TaskState.SUCCESS
 
 
 def test_token_and_tls_reach_the_secured_gateway(late: LateGateway) -> None:
