@@ -106,7 +106,7 @@ class TaskStatus:
             return None
         current, total = self.meta.get("current"), self.meta.get("total")
         if _is_number(current) and _is_number(total):
-            return (float(current), float(total))
+            return (current, total)
         return None
 
 

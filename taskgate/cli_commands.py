@@ -124,7 +124,10 @@ def submit(target: Target, /, task: str, args: tuple[str, ...], kwargs: tuple[st
         if wait is None:
             submitted = client.submit(task, values, named, **options)
             if submitted.deduplicated:
-                click.echo("taskgate: deduplicated: the key's earlier task", err=True)
+                key = options["idempotency_key"]
+                click.echo(
+                    f"taskgate: key {key!r} was used before: its task, not queued again", err=True
+                )
             click.echo(submitted.task_id)
             return
         result = client.execute(task, values, named, wait=min(wait, WAIT_STEP), **options)

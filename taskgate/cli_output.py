@@ -13,7 +13,7 @@ import json
 import sys
 from datetime import datetime
 from enum import IntEnum
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 
@@ -72,9 +72,9 @@ def print_json(value: Any) -> None:
     sys.stdout.flush()
 
 
-def fail(message: str, code: ExitCode) -> None:
+def fail(message: str, code: ExitCode) -> NoReturn:
     """End the command with one line on stderr and `code`."""
-    click.echo(f"taskgate: {message}", err=True)
+    click.echo(f"taskgate: {' '.join(message.splitlines())}", err=True)
     raise SystemExit(code)
 
 

@@ -130,9 +130,12 @@ def test_a_value_the_gateway_refuses_is_a_usage_error(gateway: Gateway) -> None:
     assert "options.countdown" in line
 
 
-def test_a_reused_key_is_refused_with_exit_6(gateway: Gateway) -> None:
+def test_a_key_submits_once_and_refuses_another_request_with_exit_6(gateway: Gateway) -> None:
     key = f"order-{uuid.uuid4()}"
-    succeeds(gateway, "submit", "tasks.add", "1", "2", "--key", key)
+    first = succeeds(gateway, "submit", "tasks.add", "1", "2", "--key", key)
+    again = taskgate(gateway, "submit", "tasks.add", "1", "2", "--key", key)
+    assert (again.returncode, again.stdout) == (0, first)
+    assert "was used before" in again.stderr
     line = fails(gateway, ExitCode.REFUSED, "submit", "tasks.add", "1", "3", "--key", key)
     assert "ALREADY_EXISTS" in line
 
