@@ -18,19 +18,26 @@ from taskgate.v1 import task_service_pb2 as pb
 
 
 class TaskgateError(Exception):
-    """A call the gateway (or the connection to it) answered with a status other than OK."""
+    """A call the gateway (or the connection to it) answered with a status other than OK.
 
-    def __init__(self, code: grpc.StatusCode, message: str) -> None:
-        super().__init__(f"{code.name}: {message}")
+    Every constructor argument goes into `args`, so that the exception pickles whole
+    (a Celery task that calls taskgate may raise it).
+    """
+
+    def __init__(self, code: grpc.StatusCode, message: str, *extra: object) -> None:
+        super().__init__(code, message, *extra)
         self.code = code
         self.message = message
+
+    def __str__(self) -> str:
+        return f"{self.code.name}: {self.message}"
 
 
 class InvalidArgument(TaskgateError):
     """A request field is malformed; `violations` maps each field path to what is wrong."""
 
     def __init__(self, code: grpc.StatusCode, message: str, violations: dict[str, str]) -> None:
-        super().__init__(code, message)
+        super().__init__(code, message, violations)
         self.violations = violations
 
 
@@ -42,7 +49,7 @@ class IdempotencyKeyReused(TaskgateError):
     """The idempotency key was used for a different request, the one queued as `task_id`."""
 
     def __init__(self, code: grpc.StatusCode, message: str, task_id: str) -> None:
-        super().__init__(code, message)
+        super().__init__(code, message, task_id)
         self.task_id = task_id
 
 
@@ -60,7 +67,7 @@ class TaskFailed(FailedPrecondition):
     def __init__(
         self, code: grpc.StatusCode, message: str, task_id: str, error: ExceptionInfo
     ) -> None:
-        super().__init__(code, message)
+        super().__init__(code, message, task_id, error)
         self.task_id = task_id
         self.error = error
 
@@ -81,7 +88,7 @@ class ResourceExhausted(TaskgateError):
     """Over one of the gateway's limits; `retry_after` (seconds) says when to try again."""
 
     def __init__(self, code: grpc.StatusCode, message: str, retry_after: float | None) -> None:
-        super().__init__(code, message)
+        super().__init__(code, message, retry_after)
         self.retry_after = retry_after
 
 
@@ -145,7 +152,8 @@ def from_status(status: status_pb2.Status) -> TaskgateError:
         return InvalidArgument(code, status.message, fields)
     if code == grpc.StatusCode.ALREADY_EXISTS:
         info = _unpack(status.details, error_details_pb2.ErrorInfo)
-        return IdempotencyKeyReused(code, status.message, info.metadata["task_id"] if info else "")
+        task_id = info.metadata.get("task_id", "") if info else ""
+        return IdempotencyKeyReused(code, status.message, task_id)
     if code == grpc.StatusCode.FAILED_PRECONDITION:
         return _failed(code, status)
     if code == grpc.StatusCode.RESOURCE_EXHAUSTED:

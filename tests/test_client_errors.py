@@ -1,5 +1,7 @@
 """Pure logic of the client: statuses to exceptions, and the retry schedule."""
 
+import pickle
+
 import grpc
 import pytest
 from google.protobuf import any_pb2
@@ -52,6 +54,14 @@ def test_a_failed_task_carries_its_exception() -> None:
     assert type(error) is taskgate.TaskFailed
     assert error.task_id == "t-1"
     assert error.error == taskgate.ExceptionInfo("KeyError", "'x'", "builtins", "Tb")
+
+
+def test_an_exception_pickles_whole() -> None:
+    info = taskgate.ExceptionInfo("KeyError", "'x'", "builtins", "Tb")
+    failed = taskgate.TaskFailed(grpc.StatusCode.FAILED_PRECONDITION, "task t-1 ended", "t-1", info)
+    copy = pickle.loads(pickle.dumps(failed))
+    assert (type(copy), copy.task_id, copy.error) == (taskgate.TaskFailed, "t-1", info)
+    assert str(copy) == str(failed) == "FAILED_PRECONDITION: task t-1 ended"
 
 
 def test_a_revoked_task_is_task_revoked_and_result_ignored_its_own() -> None:
