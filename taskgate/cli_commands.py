@@ -98,6 +98,7 @@ def _one_line_usage() -> Iterator[None]:
 @click.option("--key", type=PEM, help="The client certificate's private key (PEM).")
 @click.option("--timeout", type=float, default=30.0, show_default=True,
               help="Seconds each call may take, on top of any --wait.")  # fmt: skip
+@click.version_option(package_name="taskgate")
 @click.pass_context
 def commands(ctx: click.Context, /, **target: Any) -> None:
     """Submit Celery tasks through a taskgate gateway and follow them."""

@@ -2,6 +2,7 @@
 answers as the synchronous client's does (tests/test_client.py has the details)."""
 
 import asyncio
+import logging
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
@@ -10,7 +11,7 @@ import grpc
 import pytest
 
 import taskgate
-from scripts.stack import Gateway
+from scripts.stack import Gateway, free_port
 from taskgate import Submission, TaskState
 
 T = TypeVar("T")
@@ -106,3 +107,26 @@ def test_a_watch_past_its_timeout_raises_deadline_exceeded(gateway: Gateway) -> 
 
     with pytest.raises(taskgate.DeadlineExceeded):
         run(gateway, scenario)
+
+
+def test_reads_and_keyed_submits_are_retried_plain_submits_not(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="taskgate.aio")
+    policy = taskgate.RetryPolicy(attempts=3, initial_backoff=0.01)
+
+    async def scenario() -> list[int]:
+        retries = []
+        async with taskgate.AsyncClient(f"127.0.0.1:{free_port()}", retry=policy) as client:
+            for call in (
+                client.submit("tasks.add", [1, 2]),
+                client.submit("tasks.add", [1, 2], idempotency_key="order-1"),
+                client.status(str(uuid.uuid4())),
+            ):
+                caplog.clear()
+                with pytest.raises(taskgate.Unavailable):
+                    await call
+                retries.append(sum("trying again" in r.getMessage() for r in caplog.records))
+        return retries
+
+    assert asyncio.run(scenario()) == [0, 2, 2]
