@@ -58,8 +58,13 @@ class Attempts:
     """The retry schedule of one call."""
 
     def __init__(self, policy: RetryPolicy, deadline: Deadline) -> None:
+        self._policy = policy
         self._pauses = policy.pauses()
         self.deadline = deadline
+
+    def reset(self) -> None:
+        """Start the schedule again: the call got through (a stream sent a message)."""
+        self._pauses = self._policy.pauses()
 
     def pause_after(self, error: TaskgateError) -> float | None:
         """The pause before trying again after `error`, or None to give up."""

@@ -108,6 +108,7 @@ class AsyncClient(ClientBase):
             )
             try:
                 async for reply in call:
+                    attempts.reset()
                     state = responses.status(reply.status)
                     if state != last:
                         last = state

@@ -95,8 +95,9 @@ class Client(ClientBase):
         return responses.status(self._unary(self._stub.GetStatus, request, self._attempts(timeout)))
 
     def watch(self, task_id: str, *, timeout: float | None = None) -> Iterator[TaskStatus]:
-        """The task's current state, then each change, until a final state. A stream cut
-        by UNAVAILABLE is opened again; a state seen just before is not repeated."""
+        """The task's current state, then each change, until a final state; no deadline
+        unless `timeout` is given. A stream cut by UNAVAILABLE is opened again (the retry
+        policy counts failures in a row) and a state seen just before is not repeated."""
         attempts, last = self._watch_attempts(timeout), None
         request = pb.WatchStatusRequest(task_id=task_id)
         while True:
@@ -105,6 +106,7 @@ class Client(ClientBase):
             )
             try:
                 for reply in call:
+                    attempts.reset()
                     state = responses.status(reply.status)
                     if state != last:
                         last = state

@@ -108,3 +108,12 @@ def test_only_unavailable_is_retried_and_never_past_the_deadline() -> None:
     assert attempts.pause_after(unavailable) is None
     no_time = Attempts(taskgate.RetryPolicy(attempts=3, initial_backoff=10), Deadline(0))
     assert no_time.pause_after(unavailable) is None
+
+
+def test_a_reset_schedule_allows_its_retries_again() -> None:
+    unavailable = taskgate.Unavailable(grpc.StatusCode.UNAVAILABLE, "down")
+    attempts = Attempts(taskgate.RetryPolicy(attempts=2), Deadline(None))
+    assert attempts.pause_after(unavailable) is not None
+    assert attempts.pause_after(unavailable) is None
+    attempts.reset()
+    assert attempts.pause_after(unavailable) is not None
