@@ -77,6 +77,9 @@ class _Commands(click.Group):
             except TaskgateError as error:
                 where = f" (gateway {ctx.obj.address})" if ctx.obj else ""
                 fail(f"{error.code.name}: {error.message}{where}", exit_code(error))
+            except KeyboardInterrupt:
+                # Click's own answer, exit 1, would read as "the task failed".
+                fail("interrupted; the task goes on", ExitCode.INTERRUPTED)
 
 
 @contextmanager

@@ -5,7 +5,7 @@ command line, or a value the gateway refused as INVALID_ARGUMENT); 3 not found (
 unknown task id, a task name outside the catalog); 4 unavailable (the gateway, or its
 broker or result backend, cannot be reached); 5 not finished (the wait or the
 timeout ran out first); 6 any other refusal (no or a wrong token, no permission, an
-idempotency key reused, a limit, a fault in the gateway).
+idempotency key reused, a limit, a fault in the gateway); 130 interrupted (Ctrl-C).
 """
 
 import dataclasses
@@ -38,6 +38,7 @@ class ExitCode(IntEnum):
     UNAVAILABLE = 4
     NOT_FINISHED = 5
     REFUSED = 6
+    INTERRUPTED = 130
 
 
 def exit_code(error: TaskgateError) -> ExitCode:

@@ -6,6 +6,7 @@ import json
 import os
 import pty
 import re
+import signal
 import subprocess
 import sys
 import uuid
@@ -88,6 +89,22 @@ def test_cancel_revokes_a_queued_task(gateway: Gateway) -> None:
     watched = taskgate(gateway, "watch", task_id)
     assert watched.returncode == ExitCode.TASK_FAILED
     assert json.loads(watched.stdout.splitlines()[-1])["state"] == "REVOKED"
+
+
+def test_ctrl_c_stops_a_watch_with_exit_130_and_the_task_goes_on(gateway: Gateway) -> None:
+    task_id = succeeds(gateway, "submit", "tasks.sleep", "2").strip()
+    env = {**os.environ, "TASKGATE_ADDRESS": gateway.address}
+    command = [str(COMMAND), "watch", task_id]
+    with subprocess.Popen(
+        command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    ) as watch:
+        assert watch.stdout is not None
+        assert json.loads(watch.stdout.readline())["task_id"] == task_id  # the stream is open
+        watch.send_signal(signal.SIGINT)
+        _, stderr = watch.communicate(timeout=30)
+    assert watch.returncode == ExitCode.INTERRUPTED
+    assert stderr.decode() == "taskgate: interrupted; the task goes on\n"
+    assert succeeds(gateway, "result", task_id, "--wait", "10") == "2\n"
 
 
 def test_tasks_lists_the_catalog(gateway: Gateway) -> None:
