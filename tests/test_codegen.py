@@ -7,6 +7,7 @@ import pytest
 from google.protobuf.descriptor_pb2 import FileDescriptorSet
 
 from taskgate.apidoc import undocumented
+from taskgate.apidoc.markdown import inline
 from taskgate.codegen import API_REFERENCE, REPO_ROOT, descriptor_set, generate
 from taskgate.v1 import task_service_pb2 as pb
 
@@ -74,3 +75,10 @@ def test_the_reference_lists_each_rpcs_status_codes() -> None:
     codes = execute.rpartition("Status codes besides OK: ")[2].rstrip(".\n").split(", ")
     assert {"ALREADY_EXISTS", "FAILED_PRECONDITION", "NOT_FOUND", "DEADLINE_EXCEEDED"} <= set(codes)
     assert "UNKNOWN" not in codes
+
+
+def test_a_comment_cannot_break_the_markdown_it_lands_in() -> None:
+    comment = 'Patterns "a.*;b.*" | `a|b` and\n`self.request.<name>`, "_" or args_json.'
+    assert inline(comment) == (
+        'Patterns "a.\\*;b.\\*" \\| `a\\|b` and `self.request.<name>`, "\\_" or args_json.'
+    )

@@ -28,7 +28,9 @@ from taskgate.apidoc.comments import (
 )
 
 _CODE_SPAN = re.compile(r"(`[^`]*`)")
-_MARKDOWN_SPECIAL = re.compile(r"([\\*<>|])")
+# An underscore inside a word (args_json) is text to Markdown; at a word's edge it may
+# start emphasis.
+_MARKDOWN_SPECIAL = re.compile(r"([\\*<>|]|(?<![A-Za-z0-9])_|_(?![A-Za-z0-9]))")
 
 _FIELDS_HEAD = "| Field | Number | Type | Label | Description |\n| --- | --- | --- | --- | --- |"
 _HEADER = """\
