@@ -40,7 +40,7 @@ typecheck: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m bench
 
-## Regenerate the Python stubs in taskgate/v1 from proto/.
+## Regenerate the Python stubs in taskgate/v1 and the API reference docs/api.md from proto/.
 proto: $(STAMP)
 	$(BIN)/python -m taskgate.codegen
 
