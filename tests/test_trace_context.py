@@ -2,13 +2,18 @@
 tracing library at work (TASKGATE_TRACING off, the default); an invalid one is dropped."""
 
 import json
+import subprocess
+import sys
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
 from google.protobuf.duration_pb2 import Duration
 
+from scripts.stack import REPO_ROOT, Gateway, ManagedProcess
 from server.observability.tracing import parse_traceparent, trace_context
 from taskgate.v1 import task_service_pb2 as pb
 from taskgate.v1 import task_service_pb2_grpc as pb_grpc
@@ -108,3 +113,39 @@ def test_two_traceparents_are_ambiguous_and_dropped() -> None:
 def test_no_traceparent_adds_no_header(stub: pb_grpc.TaskServiceStub) -> None:
     task_id = _submit(stub, ())
     assert _result_headers(stub, task_id) == {"traceparent": None, "tracestate": None}
+
+
+def _without_opentelemetry(env: dict[str, str], directory: Path) -> dict[str, str]:
+    """`env` in which `import opentelemetry` fails, as where the otel extra is not installed."""
+    blocker = directory / "opentelemetry"
+    blocker.mkdir()
+    (blocker / "__init__.py").write_text('raise ImportError("no opentelemetry here")\n')
+    return {**env, "PYTHONPATH": str(directory)}
+
+
+def test_pass_through_needs_no_tracing_library(
+    stack_env: dict[str, str], worker: ManagedProcess, tmp_path: Path
+) -> None:
+    env = _without_opentelemetry(stack_env, tmp_path)
+    gateway = Gateway(env, tmp_path)
+    try:
+        with grpc.insecure_channel(gateway.address) as channel:
+            stub = pb_grpc.TaskServiceStub(channel)
+            task_id = _submit(stub, (("traceparent", TRACEPARENT),))
+            assert _result_headers(stub, task_id)["traceparent"] == TRACEPARENT
+    finally:
+        gateway.stop()
+    refused = subprocess.run(
+        [sys.executable, "-m", "server"],
+        env={**env, "TASKGATE_TRACING": "otel", "TASKGATE_LISTEN": "127.0.0.1:0"},
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert refused.returncode == 1
+    assert refused.stderr.strip().splitlines()[-1] == (
+        "taskgate: configuration error: TASKGATE_TRACING=otel needs the otel extra: "
+        "pip install 'taskgate[otel]'"
+    )

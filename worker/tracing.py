@@ -27,7 +27,7 @@ def tracing_exporters(env: Mapping[str, str]) -> tuple[str, ...] | None:
         raise ConfigurationError(f"TASKGATE_TRACING={raw!r}; expected one of off, otel")
     if raw == "off":
         return None
-    if importlib.util.find_spec("opentelemetry.sdk") is None:
+    if not _otel_installed():
         raise ConfigurationError(
             "TASKGATE_TRACING=otel needs the otel extra: pip install 'taskgate[otel]'"
         )
@@ -41,6 +41,13 @@ def tracing_exporters(env: Mapping[str, str]) -> tuple[str, ...] | None:
             f"expected some of {', '.join(sorted(known))} or none"
         )
     return chosen
+
+
+def _otel_installed() -> bool:
+    try:
+        return importlib.util.find_spec("opentelemetry.sdk") is not None
+    except ImportError:  # not even opentelemetry itself
+        return False
 
 
 def tracer_provider(exporters: tuple[str, ...]) -> "TracerProvider":
