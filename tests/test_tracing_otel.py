@@ -133,3 +133,18 @@ def test_a_refused_call_has_a_server_span_with_its_code(traced: TracedStack) -> 
     span = span_named(traced.gateway, "/taskgate.v1.TaskService/Submit", other_trace)
     # NOT_FOUND is the caller's error, not the server's: OTel leaves the status unset.
     assert span["attributes"]["rpc.grpc.status_code"] == grpc.StatusCode.NOT_FOUND.value[0]
+
+
+def test_a_watch_streams_to_its_end_inside_its_server_span(traced: TracedStack) -> None:
+    watch_trace = "6df92f3577b34da6a3ce929d0e0e4738"
+    metadata = (("traceparent", f"00-{watch_trace}-{CALLER_SPAN_ID}-01"),)
+    request = pb.SubmitRequest(task="tasks.add", args_json="[1, 2]")
+    task_id = traced.stub.Submit(request, timeout=10).task_id
+    replies = list(
+        traced.stub.WatchStatus(
+            pb.WatchStatusRequest(task_id=task_id), metadata=metadata, timeout=20
+        )
+    )
+    assert replies[-1].status.state == pb.TASK_STATE_SUCCESS
+    span = span_named(traced.gateway, "/taskgate.v1.TaskService/WatchStatus", watch_trace)
+    assert span["parent_id"] == f"0x{CALLER_SPAN_ID}"
