@@ -171,6 +171,7 @@ def test_every_line_of_gateway_and_worker_is_json_and_no_token_is_logged(
     assert any("succeeded" in json.loads(text)["message"] for text in worker_lines)
     for text in worker_lines:
         assert {"time", "level", "logger", "message"} <= json.loads(text).keys(), text
+    assert "[5, 5]" not in worker_text  # a task's arguments are not logged
     for secret in (TOKEN, WRONG_TOKEN, "s3cret"):
         assert secret not in json_stack.gateway.log_text()
         assert secret not in worker_text

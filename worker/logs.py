@@ -5,6 +5,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from celery.signals import after_setup_logger, after_setup_task_logger
+from pythonjsonlogger.core import RESERVED_ATTRS
 from pythonjsonlogger.json import JsonFormatter
 
 from worker.factory import ConfigurationError
@@ -24,11 +25,13 @@ def log_format(env: Mapping[str, str]) -> str:
 
 
 def json_formatter() -> logging.Formatter:
-    """time (ISO 8601, UTC), level, logger and message, then every `extra` field."""
+    """time (ISO 8601, UTC), level, logger and message, then every `extra` field but
+    Celery's `data`: it holds a task's arguments, which its text lines never show."""
     return JsonFormatter(
         ["levelname", "name", "message"],
         rename_fields={"levelname": "level", "name": "logger"},
         timestamp="time",
+        reserved_attrs=[*RESERVED_ATTRS, "data"],
     )
 
 
