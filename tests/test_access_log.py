@@ -177,8 +177,10 @@ def test_every_line_of_gateway_and_worker_is_json_and_no_token_is_logged(
         assert secret not in worker_text
 
 
-def test_access_log_off_keeps_the_other_lines(redis_server: RedisServer, tmp_path: Path) -> None:
-    url = redis_server.db_url(11)
+def test_access_log_off_keeps_the_other_lines_and_the_trace_context(
+    json_stack: JsonStack, redis_server: RedisServer, tmp_path: Path
+) -> None:
+    url = redis_server.db_url(11)  # json_stack's worker runs the task
     gateway = Gateway(celery_env(url, url, TASKGATE_ACCESS_LOG="off"), tmp_path)
     try:
         with grpc.insecure_channel(gateway.address) as channel:
@@ -187,8 +189,15 @@ def test_access_log_off_keeps_the_other_lines(redis_server: RedisServer, tmp_pat
             assert call_error(lambda: stub.GetStatus(request, timeout=10)).code() == (
                 grpc.StatusCode.NOT_FOUND
             )
+            echo = pb.SubmitRequest(task="tasks.echo_request", args_json='["traceparent"]')
+            reply = stub.Execute(
+                pb.ExecuteRequest(submit=echo, wait=Duration(seconds=10)),
+                metadata=(("traceparent", TRACEPARENT),),
+                timeout=20,
+            )
     finally:
         gateway.stop()
+    assert json.loads(reply.result_json)["headers"] == {"traceparent": TRACEPARENT}
     text = gateway.log_text()
     assert "stopping: calls in flight" in text  # plain text, and logged to the end
     assert "taskgate.access" not in text

@@ -148,16 +148,24 @@ class AccessLogInterceptor(grpc.aio.ServerInterceptor):
         if handler is None or not method.startswith(_SERVICE_PREFIX):
             return handler
         if not access_logger.isEnabledFor(logging.INFO):
-            return handler
+            # TASKGATE_ACCESS_LOG=off: the call's trace context still reaches its tasks.
+            return _wrapped(handler, _traced, handler.request_deserializer)
         note = CallNote(method.rpartition("/")[2])
-        return _wrapped(handler, self._timed, note)
+        return _wrapped(
+            handler, lambda behavior: self._timed(behavior, note), _noting(handler, note)
+        )
 
 
-def _wrapped(
-    handler: MethodHandler, timed: Callable[[Behavior, CallNote], Behavior], note: CallNote
-) -> MethodHandler:
-    """`handler` with its behavior timed and its request noted; the gateway's
-    interceptor serves every TaskService method as a client-streaming coroutine."""
+def _traced(behavior: Behavior) -> Behavior:
+    async def run(requests: Any, context: Context) -> Any:
+        remember_incoming(context.invocation_metadata() or ())
+        return await behavior(requests, context)
+
+    return run
+
+
+def _noting(handler: MethodHandler, note: CallNote) -> Callable[[bytes], Any]:
+    """The handler's deserializer, noting what each request names."""
     deserialize = handler.request_deserializer
 
     def read(data: bytes) -> Any:
@@ -165,17 +173,27 @@ def _wrapped(
         note_request(note, request)
         return request
 
+    return read
+
+
+def _wrapped(
+    handler: MethodHandler,
+    wrap: Callable[[Behavior], Behavior],
+    deserializer: Callable[[bytes], Any] | None,
+) -> MethodHandler:
+    """`handler` with its behavior wrapped and its requests read by `deserializer`; the
+    gateway's interceptor serves every TaskService method as a client-streaming coroutine."""
     serialize = handler.response_serializer
     if handler.stream_unary is not None:
         return grpc.stream_unary_rpc_method_handler(
-            timed(cast(Behavior, handler.stream_unary), note),
-            request_deserializer=read,
+            wrap(cast(Behavior, handler.stream_unary)),
+            request_deserializer=deserializer,
             response_serializer=serialize,
         )
     if handler.stream_stream is not None:
         return grpc.stream_stream_rpc_method_handler(
-            timed(cast(Behavior, handler.stream_stream), note),
-            request_deserializer=read,
+            wrap(cast(Behavior, handler.stream_stream)),
+            request_deserializer=deserializer,
             response_serializer=serialize,
         )
     return handler
