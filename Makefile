@@ -14,7 +14,7 @@ NODE_MODULES := $(if $(shell command -v npm),examples/node/node_modules/.package
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev,bench]'
+	$(BIN)/pip install --quiet -e '.[dev,bench,otel]'
 	touch $(STAMP)
 
 ## Start a private redis-server, a worker and the gateway on 127.0.0.1:50051.

@@ -11,6 +11,8 @@ from server.auth import TokenAuthenticator
 from server.config import SecuritySettings
 from server.interceptors import GatewayInterceptor
 from server.limits import CallerConcurrencyLimit, CallLimits, ConcurrencyLimit, RateLimit
+from server.observability.access_log import AccessLogInterceptor
+from server.observability.tracing import TRACING
 from worker.factory import ConfigurationError
 
 logger = logging.getLogger(__name__)
@@ -47,7 +49,12 @@ def grpc_server(
 ) -> grpc.aio.Server:
     """An asyncio gRPC server with the gateway's interceptor and message and queue limits."""
     return grpc.aio.server(
-        interceptors=[gateway_interceptor(security, authenticator)],
+        interceptors=[
+            *TRACING.outer_interceptors(),
+            AccessLogInterceptor(),
+            gateway_interceptor(security, authenticator),
+            *TRACING.inner_interceptors(),
+        ],
         options=[
             ("grpc.max_receive_message_length", security.max_message_bytes),
             ("grpc.max_send_message_length", security.max_message_bytes),

@@ -1,0 +1,1 @@
+"""Observability: logs, traces and metrics an operator reads, in the ecosystem's own formats."""
