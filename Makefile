@@ -3,13 +3,18 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# The branch `buf breaking` compares the contract with.
+PROTO_BASE ?= main
+# The Node example's packages, installed for its test when npm is there (no package
+# in its tree needs an install script).
+NODE_MODULES := $(if $(shell command -v npm),examples/node/node_modules/.package-lock.json)
 
 .PHONY: run test lint typecheck proto bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev,bench]'
+	$(BIN)/pip install --quiet -e '.[dev,bench,otel]'
 	touch $(STAMP)
 
 ## Start a private redis-server, a worker and the gateway on 127.0.0.1:50051.
@@ -17,13 +22,16 @@ run: $(STAMP)
 	$(BIN)/python -m scripts.run
 
 ## Lint, type-check and run the whole test suite.
-test: $(STAMP) lint typecheck
+test: $(STAMP) $(NODE_MODULES) lint typecheck
 	$(BIN)/pytest
+
+examples/node/node_modules/.package-lock.json: examples/node/package-lock.json
+	npm ci --prefix examples/node --no-audit --no-fund --ignore-scripts
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/python -m taskgate.codegen lint
+	$(BIN)/python -m taskgate.codegen lint $(PROTO_BASE)
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
@@ -32,9 +40,9 @@ typecheck: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m bench
 
-## Regenerate the Python stubs in taskgate/v1 from proto/.
+## Regenerate the Python stubs in taskgate/v1 and the API reference docs/api.md from proto/.
 proto: $(STAMP)
 	$(BIN)/python -m taskgate.codegen
 
 clean:
-	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache
+	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache examples/node/node_modules

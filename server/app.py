@@ -31,6 +31,7 @@ from server.observability.instrumented import (
     count_limit,
 )
 from server.observability.operations import Operations, start_metrics, start_operations
+from server.observability.tracing import TRACING
 from server.publish.broker import RedisBroker, same_redis
 from server.publish.message import MessageBuilder
 from server.publish.publisher import Publisher, own_path_broker_url
@@ -164,6 +165,8 @@ def catalog_and_registry(
 
 async def start(settings: GatewaySettings) -> RunningGateway:
     """Build everything and start serving on `settings.listen`."""
+    if settings.trace_exporters is not None:
+        TRACING.enable_otel(settings.trace_exporters)
     celery_app = create_gateway_app(settings.celery)
     require_broker_transport(celery_app)
     logger.info("settings in force: %s", describe(celery_app))

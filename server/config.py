@@ -8,6 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from worker.config import CelerySettings
+from worker.logs import log_format
+from worker.tracing import tracing_exporters
 
 
 class SettingsError(ValueError):
@@ -72,6 +74,29 @@ def log_level(env: Mapping[str, str]) -> str:
     if raw.upper() not in LOG_LEVELS:
         raise SettingsError(f"TASKGATE_LOG_LEVEL={raw!r}; expected one of {', '.join(LOG_LEVELS)}")
     return raw.upper()
+
+
+@dataclass(frozen=True)
+class LogSettings:
+    """How the gateway logs; read before anything else, so that every line has its format."""
+
+    level: str = "INFO"
+    """`TASKGATE_LOG_LEVEL`: see `log_level`."""
+
+    json: bool = False
+    """`TASKGATE_LOG_FORMAT=json`: one JSON object a line instead of plain text."""
+
+    access: bool = True
+    """`TASKGATE_ACCESS_LOG`: `off` silences the one line per call (logger taskgate.access)."""
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> "LogSettings":
+        """Read the log settings; a bad value raises before logging is set up."""
+        return cls(
+            level=log_level(env),
+            json=log_format(env) == "json",
+            access=_switch(env, "TASKGATE_ACCESS_LOG", True),
+        )
 
 
 @dataclass(frozen=True)
@@ -244,6 +269,10 @@ class GatewaySettings:
     tracebacks: bool = True
     """`TASKGATE_TRACEBACKS`: `off` withholds the workers' tracebacks from callers."""
 
+    trace_exporters: tuple[str, ...] | None = None
+    """`TASKGATE_TRACING=otel`: the gateway's own spans go to these OpenTelemetry
+    exporters (`OTEL_TRACES_EXPORTER`); None (the default) passes `traceparent` on only."""
+
     observability: ObservabilitySettings = field(default_factory=ObservabilitySettings)
     """Readiness checks and metrics."""
 
@@ -265,6 +294,7 @@ class GatewaySettings:
             security=SecuritySettings.from_env(env),
             require_registered=_switch(env, "TASKGATE_REQUIRE_REGISTERED", False),
             tracebacks=_switch(env, "TASKGATE_TRACEBACKS", True),
+            trace_exporters=tracing_exporters(env),
             observability=ObservabilitySettings.from_env(env),
         )
 

@@ -12,6 +12,8 @@ from server.auth import TokenAuthenticator
 from server.config import SecuritySettings
 from server.interceptors import GatewayInterceptor
 from server.limits import CallerConcurrencyLimit, CallLimits, ConcurrencyLimit, RateLimit
+from server.observability.access_log import AccessLogInterceptor
+from server.observability.tracing import TRACING
 from worker.factory import ConfigurationError
 
 logger = logging.getLogger(__name__)
@@ -55,7 +57,13 @@ def grpc_server(
     """An asyncio gRPC server with the gateway's interceptor and message and queue limits;
     `outer` interceptors (metrics, access logs) see every call, refused ones too."""
     return grpc.aio.server(
-        interceptors=[*outer, gateway_interceptor(security, authenticator, on_limit)],
+        interceptors=[
+            *outer,
+            *TRACING.outer_interceptors(),
+            AccessLogInterceptor(),
+            gateway_interceptor(security, authenticator, on_limit),
+            *TRACING.inner_interceptors(),
+        ],
         options=[
             ("grpc.max_receive_message_length", security.max_message_bytes),
             ("grpc.max_send_message_length", security.max_message_bytes),

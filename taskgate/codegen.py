@@ -1,8 +1,10 @@
-"""Generates the Python stubs for `proto/` into the `taskgate` tree (`make proto`), and
-lints the contract with buf (`python -m taskgate.codegen lint`, part of `make lint`).
+"""Generates the Python stubs for `proto/` into the `taskgate` tree and the API reference
+`docs/api.md` from the proto's comments (`make proto`), and checks the contract with buf
+(`python -m taskgate.codegen lint [BRANCH]`, part of `make lint`): lint, format, and no
+breaking change against BRANCH (main by default).
 
-The generated modules and their `.pyi` type stubs are committed, so users of the
-package need neither protoc nor grpcio-tools; `tests/test_codegen.py` fails when
+The generated modules, their `.pyi` type stubs and the reference are committed, so users
+of the package need neither protoc nor grpcio-tools; `tests/test_codegen.py` fails when
 the committed files differ from a fresh generation.
 """
 
@@ -11,32 +13,47 @@ import sys
 import tempfile
 from pathlib import Path
 
+from google.protobuf.descriptor_pb2 import FileDescriptorSet
+
+from taskgate import apidoc
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PROTO_ROOT = REPO_ROOT / "proto"
 TOOLS = Path(sys.executable).parent  # protoc plugins and buf come with the dev extra
+API_REFERENCE = Path("docs") / "api.md"
 
 
-def proto_files() -> list[str]:
-    """Every `.proto` file of the contract, relative to `proto/`, in a stable order."""
-    return sorted(str(path.relative_to(PROTO_ROOT)) for path in PROTO_ROOT.rglob("*.proto"))
+def proto_files(root: Path = PROTO_ROOT) -> list[str]:
+    """Every `.proto` file of the contract below `root` (`proto/`), relative to it, sorted.
+
+    Only taskgate's own: the `google/rpc` protos beside it are googleapis', and Python
+    callers get their modules from googleapis-common-protos.
+    """
+    own = (root / "taskgate").rglob("*.proto")
+    return sorted(str(path.relative_to(root)) for path in own)
 
 
-def _protoc(*args: str) -> None:
-    """Run grpcio-tools' protoc with the contract's import paths."""
+def _protoc(*args: str, root: Path = PROTO_ROOT) -> None:
+    """Run grpcio-tools' protoc on the contract below `root`, with its import paths."""
     # Imported here: grpcio-tools is a development dependency only.
-    from google.rpc import status_pb2  # noqa: PLC0415
     from grpc_tools import protoc  # noqa: PLC0415
 
     well_known = Path(protoc.__file__).parent / "_proto"
-    # googleapis-common-protos ships google/rpc/*.proto beside its modules.
-    googleapis = Path(status_pb2.__file__).parent.parent.parent
-    includes = [f"-I{PROTO_ROOT}", f"-I{well_known}", f"-I{googleapis}"]
-    if protoc.main(["protoc", *includes, *args, *proto_files()]) != 0:
+    includes = [f"-I{root}", f"-I{well_known}"]
+    if protoc.main(["protoc", *includes, *args, *proto_files(root)]) != 0:
         raise SystemExit("protoc failed; see the messages above")
 
 
+def descriptor_set(root: Path = PROTO_ROOT) -> FileDescriptorSet:
+    """The contract's own files as descriptors, with their comments (source info)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "contract.binpb"
+        _protoc(f"--descriptor_set_out={out}", "--include_source_info", root=root)
+        return FileDescriptorSet.FromString(out.read_bytes())
+
+
 def generate(out_dir: Path) -> None:
-    """Write `*_pb2.py`, `*_pb2_grpc.py` and their `.pyi` stubs below `out_dir`."""
+    """Write `*_pb2.py`, `*_pb2_grpc.py`, their `.pyi` stubs and `docs/api.md` below `out_dir`."""
     _protoc(
         f"--plugin=protoc-gen-mypy={TOOLS / 'protoc-gen-mypy'}",
         f"--plugin=protoc-gen-mypy_grpc={TOOLS / 'protoc-gen-mypy_grpc'}",
@@ -45,31 +62,48 @@ def generate(out_dir: Path) -> None:
         f"--mypy_out={out_dir}",
         f"--mypy_grpc_out={out_dir}",
     )
+    reference = out_dir / API_REFERENCE
+    reference.parent.mkdir(parents=True, exist_ok=True)
+    reference.write_text(apidoc.render(descriptor_set()))
 
 
-def lint() -> int:
-    """buf lint (STANDARD, `proto/buf.yaml`) and buf format on the contract; buf's exit code.
+def base_commit(against: str) -> str:
+    """The commit `against` names, or `origin/<against>` in a clone without that branch."""
+    for ref in (against, f"origin/{against}"):
+        found = subprocess.run(
+            ["git", "rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}"],
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if found.returncode == 0:
+            return found.stdout.strip()
+    raise SystemExit(f"no commit {against!r} to compare proto/ with; set PROTO_BASE")
 
-    buf reads a descriptor set built by protoc, because with no network it cannot
-    fetch `google/rpc/status.proto` from the Buf Schema Registry.
+
+def lint(against: str = "main") -> int:
+    """buf lint (STANDARD), buf format and buf breaking against `against`; buf's exit code.
+
+    The rules are in `proto/buf.yaml`. buf reads the base from the repository's own
+    git objects (a worktree's `.git` file works too), so no network is needed; on
+    `against` itself the breaking check has nothing to compare and passes.
     """
     buf = str(TOOLS / "buf")
-    with tempfile.TemporaryDirectory() as scratch:
-        image = Path(scratch) / "contract.binpb"
-        _protoc("--include_imports", "--include_source_info", f"--descriptor_set_out={image}")
-        paths = [arg for path in proto_files() for arg in ("--path", path)]
-        checks = [
-            [buf, "lint", str(image), "--config", str(PROTO_ROOT / "buf.yaml"), *paths],
-            [buf, "format", "--diff", "--exit-code", str(PROTO_ROOT)],
-        ]
-        for check in checks:
-            code = subprocess.run(check, cwd=PROTO_ROOT, check=False).returncode
-            if code != 0:
-                return code
+    base = f"{REPO_ROOT / '.git'}#ref={base_commit(against)},subdir=proto"
+    checks = [
+        [buf, "lint"],
+        [buf, "format", "--diff", "--exit-code"],
+        [buf, "breaking", "--against", base],
+    ]
+    for check in checks:
+        code = subprocess.run(check, cwd=PROTO_ROOT, check=False).returncode
+        if code != 0:
+            return code
     return 0
 
 
 if __name__ == "__main__":
-    if sys.argv[1:] == ["lint"]:
-        sys.exit(lint())
+    if sys.argv[1:2] == ["lint"]:
+        sys.exit(lint(*sys.argv[2:3]))
     generate(REPO_ROOT)

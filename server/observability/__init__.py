@@ -1,1 +1,2 @@
-"""What an operator watches: readiness for health checks, and Prometheus metrics."""
+"""Observability: readiness for health checks, and the logs, traces and metrics an operator
+reads, in the ecosystem's own formats."""
