@@ -194,6 +194,36 @@ class SecuritySettings:
 
 
 @dataclass(frozen=True)
+class ObservabilitySettings:
+    """Readiness checks and Prometheus metrics; see the README's Operating taskgate section."""
+
+    metrics_listen: str | None = "127.0.0.1:9464"
+    """`TASKGATE_METRICS_LISTEN`: where `/metrics` is served, `host:port`; empty turns it off."""
+
+    readiness_interval_seconds: float = 2.0
+    """`TASKGATE_READINESS_INTERVAL`: how often the broker and the result backend are asked."""
+
+    readiness_failures: int = 3
+    """`TASKGATE_READINESS_FAILURES`: failed checks in a row that turn readiness NOT_SERVING."""
+
+    readiness_successes: int = 2
+    """`TASKGATE_READINESS_SUCCESSES`: answered checks in a row that turn it SERVING again."""
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> "ObservabilitySettings":
+        """Read the settings; TASKGATE_METRICS_LISTEN set but empty means no metrics."""
+        metrics = env.get("TASKGATE_METRICS_LISTEN")
+        return cls(
+            metrics_listen=None
+            if metrics == ""
+            else _listen(env, "TASKGATE_METRICS_LISTEN", "127.0.0.1:9464"),
+            readiness_interval_seconds=_float(env, "TASKGATE_READINESS_INTERVAL", 2.0),
+            readiness_failures=_whole(env, "TASKGATE_READINESS_FAILURES", 3),
+            readiness_successes=_whole(env, "TASKGATE_READINESS_SUCCESSES", 2),
+        )
+
+
+@dataclass(frozen=True)
 class GatewaySettings:
     """Everything the gateway needs to start; see the README for each variable."""
 
@@ -243,6 +273,9 @@ class GatewaySettings:
     """`TASKGATE_TRACING=otel`: the gateway's own spans go to these OpenTelemetry
     exporters (`OTEL_TRACES_EXPORTER`); None (the default) passes `traceparent` on only."""
 
+    observability: ObservabilitySettings = field(default_factory=ObservabilitySettings)
+    """Readiness checks and metrics."""
+
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> "GatewaySettings":
         """Read the settings from environment variables, with the defaults above."""
@@ -262,6 +295,7 @@ class GatewaySettings:
             require_registered=_switch(env, "TASKGATE_REQUIRE_REGISTERED", False),
             tracebacks=_switch(env, "TASKGATE_TRACEBACKS", True),
             trace_exporters=tracing_exporters(env),
+            observability=ObservabilitySettings.from_env(env),
         )
 
 

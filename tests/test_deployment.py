@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import tomllib
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -158,6 +159,7 @@ def start_service(name: str, redis: RedisServer, log_dir: Path) -> ManagedProces
         env[key] = value.replace(COMPOSE_REDIS, f"127.0.0.1:{redis.port}")
     if "TASKGATE_LISTEN" in env:
         env["TASKGATE_LISTEN"] = "127.0.0.1:0"
+        env["TASKGATE_METRICS_LISTEN"] = "127.0.0.1:0"  # other gateways may hold 9464
     env["PYTHONUNBUFFERED"] = "1"  # As the Dockerfile sets it.
     argv = local_argv(command(service(name)["command"]))
     return ManagedProcess(f"compose-{name}", argv, env, log_dir)
@@ -195,7 +197,11 @@ def test_compose_worker_and_gateway_run_a_task(private_redis: RedisServer, tmp_p
 
 def test_make_run_serves_until_ctrl_c(tmp_path: Path) -> None:
     env = clean_env()
-    env.update(TASKGATE_LISTEN="127.0.0.1:0", TASKGATE_RUN_DIR=str(tmp_path))
+    env.update(
+        TASKGATE_LISTEN="127.0.0.1:0",
+        TASKGATE_METRICS_LISTEN="127.0.0.1:0",  # the default, 9464, may be held by another
+        TASKGATE_RUN_DIR=str(tmp_path),
+    )
     output = tmp_path / "make-run.out"
     with output.open("wb") as sink:
         # A session of its own, so the Ctrl-C below reaches its whole process group,
@@ -222,6 +228,10 @@ def test_make_run_serves_until_ctrl_c(tmp_path: Path) -> None:
         assert "redis://127.0.0.1:" in greeting
         assert ":6379/" not in greeting
         assert add_2_and_3(address.group(1)) == "5"
+        metrics = re.search(r"Metrics: (http://127\.0\.0\.1:\d+/metrics)", greeting)
+        assert metrics, greeting
+        with urllib.request.urlopen(metrics.group(1), timeout=5) as scraped:
+            assert b"grpc_server_handled_total{" in scraped.read()
 
         os.killpg(run.pid, signal.SIGINT)
         assert run.wait(timeout=20) == 0, output.read_text()
