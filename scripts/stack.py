@@ -15,7 +15,7 @@ import sys
 import textwrap
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import redis
@@ -173,8 +173,12 @@ def start_worker(
     queues: str | None = None,
     concurrency: int = 2,
     name: str | None = None,
+    run_on: Sequence[str] = (),
 ) -> ManagedProcess:
-    """Start `celery -A worker worker` and wait until it says it is ready."""
+    """Start `celery -A worker worker` and wait until it says it is ready.
+
+    `run_on` prefixes the command, to run it on another host (`ip netns exec NAME`).
+    """
     name = name or f"worker-{uuid.uuid4().hex[:8]}"
     argv = [
         sys.executable, "-m", "celery", "-A", "worker", "worker",
@@ -183,14 +187,17 @@ def start_worker(
     ]  # fmt: skip
     if queues:
         argv.append(f"--queues={queues}")
-    process = ManagedProcess(name, argv, env, log_dir)
+    process = ManagedProcess(name, [*run_on, *argv], env, log_dir)
     process.wait_for_log(re.compile(rf"{re.escape(name)}@\S+ ready\."))
     return process
 
 
 class Gateway(ManagedProcess):
     """`python -m server` on a free loopback port; `address` is where it listens, and
-    `metrics_url` where it serves `/metrics` (None when off)."""
+    `metrics_url` where it serves `/metrics` (None when off).
+
+    `run_on` prefixes the command, to run it on another host (`ip netns exec NAME`).
+    """
 
     def __init__(
         self,
@@ -198,12 +205,12 @@ class Gateway(ManagedProcess):
         log_dir: Path,
         listen: str = "127.0.0.1:0",
         metrics_listen: str = "127.0.0.1:0",
+        run_on: Sequence[str] = (),
     ) -> None:
         # A free port by default: many gateways run at once in the tests. `env` wins.
         env = {"TASKGATE_METRICS_LISTEN": metrics_listen, **env, "TASKGATE_LISTEN": listen}
-        super().__init__(
-            f"gateway-{uuid.uuid4().hex[:8]}", [sys.executable, "-m", "server"], env, log_dir
-        )
+        argv = [*run_on, sys.executable, "-m", "server"]
+        super().__init__(f"gateway-{uuid.uuid4().hex[:8]}", argv, env, log_dir)
         match = self.wait_for_log(_GATEWAY_READY)
         self.address = f"{match.group(1)}:{match.group(2)}"
         metrics = _METRICS_AT.search(self.log_text())
