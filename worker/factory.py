@@ -13,6 +13,7 @@ from typing import Any
 from celery import Celery
 from kombu.utils.url import maybe_sanitize_url
 
+from worker import broker_loss
 from worker.backend import install_requeueing_backend
 from worker.config import DEFAULT_REDIS_URL, EXAMPLE_TASK_MODULE, CelerySettings
 from worker.guard import GUARDED_TASK
@@ -208,4 +209,5 @@ def create_app(settings: CelerySettings, *, load_tasks: bool = True) -> Celery:
     if load_tasks:
         app.steps["worker"].add(HeartbeatStep)
         install_requeueing_backend(app)
+        broker_loss.install()
     return app
