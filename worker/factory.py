@@ -182,12 +182,19 @@ _REPORTED = (
 )
 
 
+def sanitized_url(url: str) -> str:
+    """`url` with its password masked, in every part of a `;`-separated list (kombu's
+    `maybe_sanitize_url` masks only the first)."""
+    parts = str(url).split(";")
+    return ";".join(maybe_sanitize_url(part) if "@" in part else part for part in parts)
+
+
 def describe(app: Celery) -> str:
     """The delivery settings in force, one `name=value` each, URLs without passwords."""
     conf = app.conf
     urls = {
-        "broker_url": maybe_sanitize_url(conf.broker_url),
-        "result_backend": maybe_sanitize_url(conf.result_backend),
+        "broker_url": sanitized_url(conf.broker_url),
+        "result_backend": sanitized_url(conf.result_backend),
     }
     values = [f"{name}={value}" for name, value in urls.items()]
     values += [f"{name}={conf.get(name)!r}" for name in _REPORTED]
