@@ -2,8 +2,10 @@
 
 `task_default_queue_type = "quorum"` in the configuration module makes the gateway
 and the workers declare the default queue as a quorum queue (replicated with Raft;
-a publisher confirm comes once a majority of nodes has the message). The
-machine's RabbitMQ is one node, so this proves the wiring, not the replication.
+a publisher confirm comes once a majority of nodes has the message), and with a
+topic exchange a countdown waits in RabbitMQ's delayed queues (Celery's native
+delayed delivery), not in a worker. The machine's RabbitMQ is one node, so this
+proves the wiring, not the replication.
 """
 
 from collections.abc import Iterator
@@ -18,8 +20,10 @@ from taskgate.v1 import task_service_pb2_grpc as pb_grpc
 from tests.fault_helpers import await_result, fault_env, seconds
 from tests.rabbitmq_helpers import private_vhost, rabbitmqctl
 
+# A topic exchange: Celery's native delayed delivery (countdown, eta) refuses a direct one.
 QUORUM_CONFIG = """
 task_default_queue_type = "quorum"
+task_default_exchange_type = "topic"
 """
 
 
@@ -60,3 +64,4 @@ def test_tasks_run_through_a_quorum_queue(vhost: str, stub: pb_grpc.TaskServiceS
     assert await_result(stub, later.task_id).result_json == "9"
     queues = rabbitmqctl("list_queues", "-p", vhost, "name", "type", "--no-table-headers")
     assert "celery\tquorum" in queues, queues
+    assert "celery_delayed_0\tquorum" in queues, queues  # countdowns wait in RabbitMQ
