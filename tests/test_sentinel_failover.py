@@ -48,10 +48,10 @@ from tests.sentinel_helpers import (
 from tests.test_many_hosts import _require_namespaces, _subnet
 
 GATEWAY_PORT = 50051
-# Measured (2 cores, load average 2.9-5.2, 10 runs): Submits answered OK again 2.28 to
-# 2.50 s after the kill: the sentinels agree the primary is down after DOWN_AFTER_MS
-# (1 s), elect a leader and promote the replica, and the gateway's next connection asks
-# them for the new primary. The bound leaves room for a loaded machine.
+# Measured (2 cores, about 40 runs, load average 0.2 to 5.6): Submits answered OK again
+# 2.19 to 2.54 s after the kill: the sentinels agree the primary is down after
+# DOWN_AFTER_MS (1 s), elect a leader and promote the replica, and the gateway's next
+# connection asks them for the new primary. The bound leaves room for a loaded machine.
 RESUME_BOUND = 15.0
 SUBMIT_PACE = 0.05  # seconds between two Submits of the background traffic
 SLOW_TASK_SECONDS = 6.0  # the task a GetResult waits for across the failover
