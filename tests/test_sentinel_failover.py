@@ -21,6 +21,7 @@ from pathlib import Path
 
 import grpc
 import pytest
+import redis
 
 from scripts.stack import Gateway, ManagedProcess, start_worker
 from taskgate.v1 import task_service_pb2 as pb
@@ -208,8 +209,9 @@ def _unfinished(
 def test_a_primary_without_enough_replicas_in_sync_makes_submit_unavailable(stack: Stack) -> None:
     """`min-replicas-to-write` on the primary: with fewer replicas in sync, Redis refuses
     writes (NOREPLICAS), and a Submit answers UNAVAILABLE instead of being acknowledged
-    with nothing replicated; once enough replicas are in sync (here: the setting
-    lowered again), Submits answer OK."""
+    with nothing replicated. The worker's BRPOP is a write too: it is refused as well,
+    and the worker lives on; once enough replicas are in sync (here: the setting
+    lowered again), Submits answer OK and the worker runs them."""
     sentinels = stack.sentinels
     primary = next(
         host for host in sentinels.redis_hosts
@@ -221,7 +223,14 @@ def test_a_primary_without_enough_replicas_in_sync_makes_submit_unavailable(stac
         client.config_set("min-replicas-to-write", 2)  # more than this set will ever have
         try:
             refused = outcome(lambda: submit(stub, "tasks.add", 1, 1))
+            poll(lambda: _refused_brpops(client) > 0, "the worker's BRPOP refused", timeout=10)
         finally:
             client.config_set("min-replicas-to-write", 0)
         assert refused.code == grpc.StatusCode.UNAVAILABLE, refused
         assert await_result(stub, submit(stub, "tasks.add", 1, 1)).result_json == "2"
+
+
+def _refused_brpops(client: redis.Redis) -> int:
+    """How many BRPOPs (the workers' reads of a queue) this Redis has refused so far."""
+    stats = client.info("commandstats").get("cmdstat_brpop") or {}
+    return int(stats.get("rejected_calls", 0))

@@ -1,4 +1,4 @@
-"""A worker outlives the loss of its Redis broker while it holds a message.
+"""A worker outlives the loss of its Redis broker, and a broker that refuses writes.
 
 kombu 5.7's Redis channel, closed while its BRPOP waits on a connection the
 broker dropped, raises from that read before the rest of its close runs. Celery
@@ -7,6 +7,14 @@ second close gives the held message back through a transport whose client is
 gone, raises AttributeError, and Celery ends the whole worker ("Unrecoverable
 error"). Here a lost BRPOP read during a close counts as an empty read, so the
 close completes the first time and the consumer reconnects as it should.
+
+A primary with fewer replicas in sync than its `min-replicas-to-write` answers
+every write NOREPLICAS: the worker's BRPOP (a pop is a write), the lock of its
+message restore, its result stores. redis-py raises a plain ResponseError for
+it, which kombu and Celery do not retry: the worker ends. Here NOREPLICAS is a
+connection error, as redis-py already makes LOADING (a Redis still loading its
+data): the consumer reconnects with Celery's backoff and results are retried
+until writes are allowed again.
 """
 
 import functools
@@ -15,11 +23,17 @@ from typing import Any
 
 from kombu.transport import redis
 from kombu.transport.virtual import Empty
+from redis._parsers.base import BaseParser
+from redis.exceptions import ConnectionError as RedisConnectionError
 
-_INSTALLED = "_taskgate_closes_despite_a_lost_read"
+_INSTALLED = "_taskgate_survives_broker_loss"
 
 
-def _closing_read_is_empty(read: Callable[..., Any]) -> Callable[..., Any]:
+class ReplicasNotInSync(RedisConnectionError):
+    """NOREPLICAS: the primary refuses writes until enough replicas are in sync."""
+
+
+def _survive_loss(read: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(read)
     def brpop_read(self: Any, **options: Any) -> Any:
         try:
@@ -33,9 +47,11 @@ def _closing_read_is_empty(read: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def install() -> None:
-    """Patch kombu's Redis channel (and so the Sentinel one) once per process."""
+    """Patch kombu's Redis channel (and so the Sentinel one) and redis-py's error
+    table, once per process."""
     if getattr(redis.Channel, _INSTALLED, False):
         return
+    BaseParser.EXCEPTION_CLASSES["NOREPLICAS"] = ReplicasNotInSync
     read = getattr(redis.Channel, "_brpop_read")  # noqa: B009 - not in kombu's type stubs
-    setattr(redis.Channel, "_brpop_read", _closing_read_is_empty(read))  # noqa: B010
+    setattr(redis.Channel, "_brpop_read", _survive_loss(read))  # noqa: B010
     setattr(redis.Channel, _INSTALLED, True)
