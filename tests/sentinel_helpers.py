@@ -1,4 +1,5 @@
-"""A Redis primary, its replica and three sentinels, each Redis on a host of its own.
+"""A Redis primary, its replica and three sentinels, each Redis on a host of its own;
+and the calls that run while it fails over.
 
 The hosts come from tests/netns.py; the sentinels run beside the two Redis
 servers and on a third small host, so a majority (2 of 3) survives the loss of
@@ -9,13 +10,19 @@ failover take seconds.
 import functools
 import os
 import re
+import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import grpc
 import redis
 
 from scripts.stack import ManagedProcess, wait_until
+from taskgate.v1 import task_service_pb2 as pb
+from taskgate.v1 import task_service_pb2_grpc as pb_grpc
 from tests import netns
+from tests.fault_helpers import request, seconds, unique
 
 MASTER_NAME = "taskgate"
 REDIS_PORT = 6379
@@ -133,3 +140,55 @@ def replica_caught_up(sentinels: SentinelSet) -> bool:
         written = int(client.info("replication")["master_repl_offset"])
     with sentinels.redis_client(replica_host) as client:
         return int(client.info("replication")["slave_repl_offset"]) >= written
+
+
+SUBMIT_PACE = 0.05  # seconds between two Submits of the background traffic
+
+
+@dataclass
+class Submits:
+    """Keyed Submits one after another until stopped; `lock` pauses them between calls."""
+
+    stub: pb_grpc.TaskServiceStub
+    acknowledged: list[tuple[str, int, float]] = field(default_factory=list)
+    refused: list[tuple[grpc.StatusCode, float]] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    _stop: threading.Event = field(default_factory=threading.Event)
+
+    def run(self) -> None:
+        number = 0
+        while not self._stop.is_set():
+            number += 1
+            with self.lock:
+                self._one(number)
+            self._stop.wait(SUBMIT_PACE)  # a steady trickle, not a flood
+
+    def _one(self, number: int) -> None:
+        ask = request("tasks.add", number, number, idempotency_key=unique())
+        try:
+            task_id = self.stub.Submit(ask, timeout=5).task_id
+        except grpc.RpcError as exc:
+            self.refused.append((exc.code(), time.monotonic()))
+            return
+        self.acknowledged.append((task_id, number, time.monotonic()))
+
+    def acknowledged_after(self, moment: float) -> list[float]:
+        return [at for _, _, at in self.acknowledged if at > moment]
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
+def wait_in_background(stub: pb_grpc.TaskServiceStub, task_id: str) -> list[object]:
+    """Start a GetResult that waits up to 60 s; its answer (or error) lands in the list."""
+    answers: list[object] = []
+
+    def wait() -> None:
+        ask = pb.GetResultRequest(task_id=task_id, wait=seconds(60))
+        try:
+            answers.append(stub.GetResult(ask, timeout=65))
+        except grpc.RpcError as exc:
+            answers.append(exc)
+
+    threading.Thread(target=wait, daemon=True).start()
+    return answers

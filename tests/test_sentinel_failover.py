@@ -16,7 +16,7 @@ checked for what replication had carried, as the README states it.
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
@@ -33,18 +33,18 @@ from tests.fault_helpers import (
     outcome,
     poll,
     quick_redelivery_options,
-    request,
     seconds,
     submit,
     subscribed,
-    unique,
     write_config,
 )
 from tests.sentinel_helpers import (
     MASTER_NAME,
     SentinelSet,
+    Submits,
     replica_caught_up,
     start_sentinel_set,
+    wait_in_background,
 )
 from tests.test_many_hosts import _require_namespaces, _subnet
 
@@ -54,7 +54,6 @@ GATEWAY_PORT = 50051
 # DOWN_AFTER_MS (1 s), elect a leader and promote the replica, and the gateway's next
 # connection asks them for the new primary. The bound leaves room for a loaded machine.
 RESUME_BOUND = 15.0
-SUBMIT_PACE = 0.05  # seconds between two Submits of the background traffic
 SLOW_TASK_SECONDS = 6.0  # the task a GetResult waits for across the failover
 
 
@@ -98,40 +97,6 @@ def _start_taskgate(lab: netns.Lab, sentinels: SentinelSet, log_dir: Path) -> St
     return Stack(lab, sentinels, gateway, worker)
 
 
-@dataclass
-class Submits:
-    """Keyed Submits one after another until stopped; `lock` pauses them between calls."""
-
-    stub: pb_grpc.TaskServiceStub
-    acknowledged: list[tuple[str, int, float]] = field(default_factory=list)
-    refused: list[tuple[grpc.StatusCode, float]] = field(default_factory=list)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    _stop: threading.Event = field(default_factory=threading.Event)
-
-    def run(self) -> None:
-        number = 0
-        while not self._stop.is_set():
-            number += 1
-            with self.lock:
-                self._one(number)
-            self._stop.wait(SUBMIT_PACE)  # a steady trickle, not a flood
-
-    def _one(self, number: int) -> None:
-        ask = request("tasks.add", number, number, idempotency_key=unique())
-        try:
-            task_id = self.stub.Submit(ask, timeout=5).task_id
-        except grpc.RpcError as exc:
-            self.refused.append((exc.code(), time.monotonic()))
-            return
-        self.acknowledged.append((task_id, number, time.monotonic()))
-
-    def acknowledged_after(self, moment: float) -> list[float]:
-        return [at for _, _, at in self.acknowledged if at > moment]
-
-    def stop(self) -> None:
-        self._stop.set()
-
-
 @pytest.fixture
 def submits(stack: Stack) -> Iterator[Submits]:
     with grpc.insecure_channel(f"{stack.lab.hosts['gw'].addresses['net']}:{GATEWAY_PORT}") as ch:
@@ -145,28 +110,13 @@ def submits(stack: Stack) -> Iterator[Submits]:
             thread.join(timeout=30)
 
 
-def _wait_in_background(stub: pb_grpc.TaskServiceStub, task_id: str) -> list[object]:
-    """Start a GetResult that waits up to 60 s; its answer (or error) lands in the list."""
-    answers: list[object] = []
-
-    def wait() -> None:
-        ask = pb.GetResultRequest(task_id=task_id, wait=seconds(60))
-        try:
-            answers.append(stub.GetResult(ask, timeout=65))
-        except grpc.RpcError as exc:
-            answers.append(exc)
-
-    threading.Thread(target=wait, daemon=True).start()
-    return answers
-
-
 def test_submits_waits_and_the_worker_carry_on_when_the_primary_fails_over(
     stack: Stack, submits: Submits
 ) -> None:
     sentinels = stack.sentinels
     stub = submits.stub
     slow = submit(stub, "tasks.sleep", SLOW_TASK_SECONDS)
-    waiting = _wait_in_background(stub, slow)
+    waiting = wait_in_background(stub, slow)
     with sentinels.redis_client("r1") as primary:
         poll(lambda: subscribed(primary, slow), "the GetResult subscribed", timeout=10)
     poll(lambda: len(submits.acknowledged) >= 5, "5 Submits answered OK", timeout=30)
