@@ -4,14 +4,14 @@ import asyncio
 import logging
 import signal
 from dataclasses import dataclass
-from typing import cast
+from typing import Any, cast
 
 import grpc
 from celery import Celery
 from google.protobuf.descriptor import ServiceDescriptor
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
-from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -36,6 +36,7 @@ from server.publish.broker import RedisBroker, same_redis
 from server.publish.message import MessageBuilder
 from server.publish.publisher import Publisher, own_path_broker_url
 from server.records import DispatchRecords, as_seconds
+from server.redis_urls import check_urls, connect
 from server.registry import WorkerRegistry
 from server.results import ResultStore
 from server.servicer import TaskService
@@ -94,20 +95,22 @@ def idempotency_retention(settings: GatewaySettings, result_expires: float | Non
     return retention
 
 
-def redis_client(url: str, socket_timeout: float, connect_timeout: float, retry: Retry) -> Redis:
-    """An asyncio client for `url`, shared by every call of this gateway."""
+def redis_client(
+    url: str, options: dict[str, Any], timeouts: tuple[float, float], retry: Retry
+) -> Redis:
+    """An asyncio client for `url` (one Redis, or the primary a Sentinel set names, per
+    `options`), shared by every call of this gateway; `timeouts`: socket, connect."""
     # A bounded pool that makes callers wait for a connection: redis-py's default pool
     # refuses the 101st concurrent command outright ("Too many connections").
-    pool = BlockingConnectionPool.from_url(
+    socket_timeout, connect_timeout = timeouts
+    return connect(
         url,
+        options,
         max_connections=REDIS_CONNECTIONS,
-        timeout=socket_timeout,
+        retry=retry,
         socket_timeout=socket_timeout,
         socket_connect_timeout=connect_timeout,
-        health_check_interval=30,
-        retry=retry,
     )
-    return Redis(connection_pool=pool)
 
 
 def backend_redis(celery_app: Celery) -> Redis:
@@ -115,8 +118,8 @@ def backend_redis(celery_app: Celery) -> Redis:
     conf = celery_app.conf
     return redis_client(
         str(conf.result_backend),
-        float(conf.redis_socket_timeout or 5.0),
-        float(conf.redis_socket_connect_timeout or 4.0),
+        dict(conf.result_backend_transport_options or {}),
+        (float(conf.redis_socket_timeout or 5.0), float(conf.redis_socket_connect_timeout or 4.0)),
         # A pooled connection that Redis closed (a restart) is reconnected, not reported;
         # a timeout is not retried: a stuck Redis costs a call one socket timeout.
         Retry(ExponentialBackoff(cap=0.5, base=0.05), 2, supported_errors=(RedisConnectionError,)),
@@ -127,19 +130,24 @@ def publisher(celery_app: Celery, dispatcher: Dispatcher, records: DispatchRecor
     """taskgate's own Redis publish path when the broker allows it, else `send_task`."""
     url = own_path_broker_url(celery_app)
     if url is None:
-        logger.info("publishing with Celery's send_task (broker is not a plain Redis URL)")
+        logger.info("publishing with Celery's send_task (broker is not a Redis or Sentinel URL)")
         return MeteredPublisher(dispatcher, records)
     options = dict(celery_app.conf.broker_transport_options or {})
     client = redis_client(
         url,
-        float(options.get("socket_timeout") or 5.0),
-        float(options.get("socket_connect_timeout") or 4.0),
+        options,
+        (
+            float(options.get("socket_timeout") or 5.0),
+            float(options.get("socket_connect_timeout") or 4.0),
+        ),
         # One immediate reconnect for a pooled connection Redis closed; every other retry
         # is the publish policy's, fitted to the call's deadline (Publisher).
         Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
     )
     builder = MessageBuilder(celery_app)
-    holds_records = same_redis(url, str(celery_app.conf.result_backend))
+    conf = celery_app.conf
+    backend_options = dict(conf.result_backend_transport_options or {})
+    holds_records = same_redis(url, str(conf.result_backend), options, backend_options)
     broker = RedisBroker(client, builder.rules, holds_records=holds_records)
     logger.info(
         "publishing to the Redis broker directly (records in the same script: %s)", holds_records
@@ -169,6 +177,7 @@ async def start(settings: GatewaySettings) -> RunningGateway:
         TRACING.enable_otel(settings.trace_exporters)
     celery_app = create_gateway_app(settings.celery)
     require_broker_transport(celery_app)
+    check_urls(celery_app.conf)
     logger.info("settings in force: %s", describe(celery_app))
     redis = backend_redis(celery_app)
     dispatcher = Dispatcher(celery_app, settings.publish_threads)

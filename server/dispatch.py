@@ -12,7 +12,7 @@ from typing import Any, TypeVar, cast
 from amqp.exceptions import AccessRefused
 from amqp.exceptions import ConnectionError as AmqpConnectionError
 from celery import Celery
-from celery.backends.redis import RedisBackend
+from celery.backends.redis import RedisBackend, SentinelBackend
 from kombu.exceptions import OperationalError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -27,6 +27,7 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 _REDIS_SCHEMES = ("redis", "rediss")
+_SENTINEL_SCHEME = "sentinel"
 # A broker that refuses (RabbitMQ: wrong credentials, unknown vhost) is unavailable like
 # one that is down; py-amqp raises these past kombu's own OperationalError.
 _PUBLISH_ERRORS = (
@@ -51,6 +52,10 @@ class PublishOnlyRedisBackend(RedisBackend):
         """Do not subscribe: see the class docstring."""
 
 
+class PublishOnlySentinelBackend(PublishOnlyRedisBackend, SentinelBackend):
+    """The same, on the primary a Sentinel set names."""
+
+
 def create_gateway_app(settings: CelerySettings) -> Celery:
     """The shared Celery app, configured for publishing only (no task code loaded)."""
     app = create_app(settings, load_tasks=False)
@@ -61,13 +66,16 @@ def create_gateway_app(settings: CelerySettings) -> Celery:
             "the one client that sent the task, so no other gateway replica (and no gateway "
             "after a restart) could ever read it; use a redis:// result backend"
         )
-    if scheme not in _REDIS_SCHEMES:
+    if scheme not in (*_REDIS_SCHEMES, _SENTINEL_SCHEME):
         raise ConfigurationError(
             f"result backend {scheme!r} is not supported: the gateway reads states "
-            "and waits for results through Redis (redis:// or rediss://)"
+            "and waits for results through Redis (redis://, rediss:// or sentinel://)"
         )
     backend = f"{__name__}:{PublishOnlyRedisBackend.__name__}"
-    app.loader.override_backends = dict.fromkeys(_REDIS_SCHEMES, backend)
+    app.loader.override_backends = {
+        **dict.fromkeys(_REDIS_SCHEMES, backend),
+        _SENTINEL_SCHEME: f"{__name__}:{PublishOnlySentinelBackend.__name__}",
+    }
     return app
 
 

@@ -10,6 +10,7 @@ from google.protobuf import any_pb2
 from google.protobuf.message import Message
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 ERROR_DOMAIN = "taskgate.v1"
@@ -124,13 +125,23 @@ class ResultIgnored(TaskReasonError):
         )
 
 
+# Errors of a Redis that refuses writes for now, worth a retry: a primary with fewer
+# replicas in sync than `min-replicas-to-write`, a primary demoted by a failover.
+_REFUSED_WRITES = ("NOREPLICAS", "READONLY", "MASTERDOWN")
+
+
 @contextmanager
 def redis_unavailable(what: str) -> Iterator[None]:
-    """Turn a lost or timed-out Redis connection into Unavailable naming `what`."""
+    """Turn a lost or timed-out Redis connection, or a write Redis refuses for now,
+    into Unavailable naming `what`."""
     try:
         yield
     except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
         raise Unavailable(f"{what} is unavailable: {exc}") from exc
+    except ResponseError as exc:
+        if not any(refusal in str(exc) for refusal in _REFUSED_WRITES):
+            raise
+        raise Unavailable(f"{what} refuses writes now: {exc}") from exc
 
 
 class TaskDidNotSucceed(TaskReasonError):

@@ -13,17 +13,16 @@ import logging
 from collections.abc import Awaitable
 
 from celery import Celery
-from kombu.utils.url import maybe_sanitize_url
 from redis.asyncio import Redis
 
-from worker.factory import ConfigurationError
+from worker.factory import ConfigurationError, sanitized_url
 
 logger = logging.getLogger(__name__)
 
 
 def require_broker_transport(app: Celery) -> None:
     """Raise ConfigurationError when no kombu transport serves the broker URL's scheme."""
-    url = maybe_sanitize_url(str(app.conf.broker_url))
+    url = sanitized_url(str(app.conf.broker_url))
     try:
         with app.connection_for_write() as connection:
             connection.transport  # noqa: B018 - resolving the transport is the check
@@ -31,7 +30,7 @@ def require_broker_transport(app: Celery) -> None:
         reason = exc.args[0] if exc.args else exc
         raise ConfigurationError(
             f"broker_url={url!r} (CELERY_BROKER_URL or the configuration module): {reason}; "
-            "expected redis://, rediss:// or amqp:// (pyamqp://) for RabbitMQ"
+            "expected redis://, rediss://, sentinel:// or amqp:// (pyamqp://) for RabbitMQ"
         ) from None
 
 
@@ -44,8 +43,8 @@ def _connect_broker(app: Celery) -> None:
 
 async def problems(app: Celery, backend: Redis) -> list[str]:
     """What keeps the gateway from serving now: one line for the broker, one for the backend."""
-    broker_url = maybe_sanitize_url(str(app.conf.broker_url))
-    backend_url = maybe_sanitize_url(str(app.conf.result_backend))
+    broker_url = sanitized_url(str(app.conf.broker_url))
+    backend_url = sanitized_url(str(app.conf.result_backend))
     checks: list[tuple[str, Awaitable[object]]] = [
         (f"broker {broker_url}", asyncio.to_thread(_connect_broker, app)),
         (f"result backend {backend_url}", backend.ping()),

@@ -22,6 +22,7 @@ from tests.fault_helpers import (
     fault_env,
     managed,
     outcome,
+    poll,
     request,
     runs,
     submit,
@@ -101,3 +102,21 @@ def test_submit_with_the_broker_down_is_unavailable_then_recovers(stack: Stack) 
     assert (pb.TaskState.Name(result.state), result.result_json) == ("TASK_STATE_SUCCESS", "1")
     with stack.backend.client() as client:
         assert [runs(client, key) for key in refused] == [0, 0, 0]
+
+
+def test_a_worker_holding_a_task_when_the_broker_dies_lives_on_and_consumes_again(
+    stack: Stack,
+) -> None:
+    """The broker is killed while a worker runs a task; the task still finishes, and
+    once a broker is back the same worker takes the next task. kombu 5.7 alone ends
+    the worker here ("Unrecoverable error: AttributeError", worker/broker_loss.py)."""
+    key = unique()
+    running = submit(stack.stub, "tests.faults.hold", key, 3)
+    with stack.backend.client() as client:
+        poll(lambda: runs(client, key) == 1, "the task started", timeout=20)
+    stack.broker.popen.kill()
+    stack.broker.stop()
+    stack.start_broker_again()
+    assert await_result(stack.stub, running, timeout=30).state == pb.TASK_STATE_SUCCESS
+    later = submit(stack.stub, "tasks.add", 2, 2)
+    assert await_result(stack.stub, later, timeout=40).result_json == "4"

@@ -18,7 +18,7 @@ import logging
 from typing import Any
 
 from celery import Celery
-from celery.backends.redis import RedisBackend
+from celery.backends.redis import RedisBackend, SentinelBackend
 from celery.exceptions import BackendStoreError, Reject
 
 logger = logging.getLogger(__name__)
@@ -62,6 +62,10 @@ class RequeueingRedisBackend(RedisBackend):
             raise Reject(f"cannot store {state}: {cause}", requeue=True) from exc
 
 
+class RequeueingSentinelBackend(RequeueingRedisBackend, SentinelBackend):
+    """The same, on the primary a Sentinel set names."""
+
+
 def _last_error(exc: Exception) -> Exception:
     """The error behind `exc`: Celery's retries give up with a BackendStoreError raised
     from the last one (with `result_backend_always_retry` off, the error comes as is)."""
@@ -71,9 +75,12 @@ def _last_error(exc: Exception) -> Exception:
 
 
 def install_requeueing_backend(app: Celery) -> None:
-    """Make `app` (a worker's, not the gateway's) use RequeueingRedisBackend for Redis URLs.
+    """Make `app` (a worker's, not the gateway's) give tasks back for Redis and Sentinel URLs.
 
     Call before anything touches `app.backend`.
     """
     backend = f"{__name__}:{RequeueingRedisBackend.__name__}"
-    app.loader.override_backends = dict.fromkeys(_REDIS_SCHEMES, backend)
+    app.loader.override_backends = {
+        **dict.fromkeys(_REDIS_SCHEMES, backend),
+        "sentinel": f"{__name__}:{RequeueingSentinelBackend.__name__}",
+    }

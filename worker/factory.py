@@ -13,6 +13,7 @@ from typing import Any
 from celery import Celery
 from kombu.utils.url import maybe_sanitize_url
 
+from worker import broker_loss
 from worker.backend import install_requeueing_backend
 from worker.config import DEFAULT_REDIS_URL, EXAMPLE_TASK_MODULE, CelerySettings
 from worker.guard import GUARDED_TASK
@@ -181,12 +182,19 @@ _REPORTED = (
 )
 
 
+def sanitized_url(url: str) -> str:
+    """`url` with its password masked, in every part of a `;`-separated list (kombu's
+    `maybe_sanitize_url` masks only the first)."""
+    parts = str(url).split(";")
+    return ";".join(maybe_sanitize_url(part) if "@" in part else part for part in parts)
+
+
 def describe(app: Celery) -> str:
     """The delivery settings in force, one `name=value` each, URLs without passwords."""
     conf = app.conf
     urls = {
-        "broker_url": maybe_sanitize_url(conf.broker_url),
-        "result_backend": maybe_sanitize_url(conf.result_backend),
+        "broker_url": sanitized_url(conf.broker_url),
+        "result_backend": sanitized_url(conf.result_backend),
     }
     values = [f"{name}={value}" for name, value in urls.items()]
     values += [f"{name}={conf.get(name)!r}" for name in _REPORTED]
@@ -208,4 +216,5 @@ def create_app(settings: CelerySettings, *, load_tasks: bool = True) -> Celery:
     if load_tasks:
         app.steps["worker"].add(HeartbeatStep)
         install_requeueing_backend(app)
+        broker_loss.install()
     return app

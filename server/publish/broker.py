@@ -9,7 +9,8 @@ and message land together or not at all.
 """
 
 import logging
-from urllib.parse import urlsplit
+from collections.abc import Mapping
+from typing import Any
 
 from kombu import Queue
 from redis.asyncio import Redis
@@ -19,6 +20,8 @@ from server.errors import redis_unavailable
 from server.publish.batcher import ScriptBatcher
 from server.publish.message import KeyRules, TaskMessage
 from server.records import RecordWrite
+from server.redis_urls import place
+from worker.factory import ConfigurationError
 
 logger = logging.getLogger(__name__)
 
@@ -37,20 +40,18 @@ redis.call('LPUSH', KEYS[2], ARGV[2])
 return 1
 """
 
-_DEFAULT_PORT = 6379
 
-
-def same_redis(url: str, other: str) -> bool:
-    """True when both URLs name one Redis database: host, port and db."""
-
-    def place(text: str) -> tuple[str, int, int]:
-        parts = urlsplit(text)
-        db = parts.path.strip("/") or "0"
-        return (parts.hostname or "localhost", parts.port or _DEFAULT_PORT, int(db))
-
+def same_redis(
+    url: str,
+    other: str,
+    options: Mapping[str, Any] | None = None,
+    other_options: Mapping[str, Any] | None = None,
+) -> bool:
+    """True when both URLs (with their transport options, which name a Sentinel set's
+    primary) name one Redis database: host, port and db, or sentinels, primary and db."""
     try:
-        return place(url) == place(other)
-    except ValueError:  # an unusual URL: never assume it is the same database
+        return place(url, options or {}) == place(other, other_options or {})
+    except (ValueError, ConfigurationError):  # an unusual URL: never assume it is the same
         return False
 
 

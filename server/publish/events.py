@@ -25,8 +25,9 @@ _TRANSIENT = 1  # EventDispatcher's delivery_mode
 
 
 def broker_db(url: str) -> int:
-    """The database number of a redis:// URL, as kombu reads it (0 when absent)."""
-    return int(urlsplit(url).path.strip("/") or 0)
+    """The database number of a redis:// URL, or of a sentinel:// list's first URL, as
+    kombu reads it (0 when absent)."""
+    return int(urlsplit(url.split(";", maxsplit=1)[0]).path.strip("/") or 0)
 
 
 def sent_event_channel(transport_options: dict[str, Any], db: int) -> str | None:

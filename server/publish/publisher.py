@@ -11,28 +11,30 @@ from server.errors import Unavailable
 from server.publish.broker import RedisBroker
 from server.publish.message import MessageBuilder
 from server.records import DispatchRecord, DispatchRecords
+from server.redis_urls import SENTINEL_SCHEME, is_sentinel
 from server.requests import Submission
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-_REDIS_SCHEMES = ("redis", "rediss")
+_REDIS_SCHEMES = ("redis", "rediss", SENTINEL_SCHEME)
 
 
 def own_path_broker_url(app: Celery) -> str | None:
     """The broker URL when taskgate can publish to it itself; None keeps `send_task`.
 
     The own path writes exactly what kombu's Redis transport writes for protocol 2,
-    JSON and no compression, to one Redis named by URL; a failover list, TLS options
-    given apart from the URL, other formats or another broker stay with Celery.
+    JSON and no compression, to one Redis named by URL or to the primary a Sentinel set
+    names; a failover list of Redis URLs, TLS options given apart from the URL, other
+    formats or another broker stay with Celery.
     """
     conf = app.conf
     url = str(conf.broker_write_url or conf.broker_url or "")
     options = dict(conf.broker_transport_options or {})
     eligible = (
         url.partition("://")[0] in _REDIS_SCHEMES
-        and ";" not in url
+        and (";" not in url or is_sentinel(url))
         and not conf.broker_use_ssl
         and conf.task_protocol == 2
         and conf.task_serializer == "json"
