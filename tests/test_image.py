@@ -3,6 +3,8 @@ fresh, and the Dockerfile's own install commands run into a fresh virtualenv, fr
 a gateway and a worker start and run a task (tests/image_helpers.py)."""
 
 import difflib
+import functools
+import json
 import re
 import shutil
 import subprocess
@@ -12,12 +14,17 @@ from pathlib import Path
 
 import grpc
 import pytest
+from google.protobuf.duration_pb2 import Duration
 
 from scripts.stack import REPO_ROOT, ManagedProcess, RedisServer
+from taskgate.v1 import task_service_pb2 as pb
+from taskgate.v1 import task_service_pb2_grpc
 from tests.compose_helpers import GATEWAY_READY, WORKER_READY, ComposeFile, Host, add_2_and_3
 from tests.image_helpers import Emulation, Stage, split_mounts, stages
 
 LOCK = REPO_ROOT / "requirements" / "runtime.lock"
+PRODUCTION = "docker-compose.yml"
+EXAMPLE = REPO_ROOT / "examples" / "worker-image"
 FULL_PYTHON_TAG = re.compile(r"python:(3\.11\.\d+)-(slim-)?(\w+)$")
 
 
@@ -109,7 +116,18 @@ def test_the_image_installs_exactly_the_locked_versions(image_root: Path) -> Non
     assert checked.returncode == 0, checked.stdout
 
 
-def test_a_gateway_and_a_worker_from_the_image_run_a_task(image_root: Path) -> None:
+def install_example_worker(home: Path) -> dict[str, str]:
+    """examples/worker-image/Dockerfile's COPY into the image's home; its ENV."""
+    example = stages(EXAMPLE / "Dockerfile")[-1]
+    assert example.base == "taskgate"
+    for arguments in example.arguments("COPY"):
+        source, destination = arguments.split()
+        shutil.copytree(EXAMPLE / source, home / destination)
+    assert example.env()["PYTHONPATH"] == runtime().workdir()
+    return {**example.env(), "PYTHONPATH": str(home)}
+
+
+def test_a_gateway_and_workers_from_the_image_run_tasks(image_root: Path) -> None:
     home = image_root / "home"
     home.mkdir()
     host = Host(0, {runtime().workdir(): home}, python=image_root / "venv" / "bin" / "python")
@@ -124,18 +142,35 @@ def test_a_gateway_and_a_worker_from_the_image_run_a_task(image_root: Path) -> N
     assert imported.count(str(image_root / "venv")) == 2, imported  # Not the checkout.
     redis = RedisServer(image_root)
     env = host.env({"CELERY_BROKER_URL": redis.url, "CELERY_RESULT_BACKEND": redis.url})
-    compose = ComposeFile("docker-compose.yml", {"REDIS_PASSWORD": "unused"})
-    started: list[ManagedProcess] = []
+    worker = host.argv(ComposeFile(PRODUCTION, {"REDIS_PASSWORD": "-"}).command("worker"))
+    gateway_env = {**env, "TASKGATE_TASKS": "tasks.*,billing.*"}
+    start = functools.partial(ManagedProcess, log_dir=image_root, cwd=home)
+    processes = {
+        "worker": start("image-worker", worker, env),
+        "gateway": start("image-gateway", host.argv(runtime().cmd()), gateway_env),
+    }
     try:
-        for name, argv, ready in (
-            ("image-worker", compose.command("worker"), WORKER_READY),
-            ("image-gateway", runtime().cmd(), GATEWAY_READY),
-        ):
-            started.append(ManagedProcess(name, host.argv(argv), env, image_root, cwd=home))
-            found = started[-1].wait_for_log(ready)
-        with grpc.insecure_channel("{}:{}".format(*found.groups())) as channel:
+        processes["worker"].wait_for_log(WORKER_READY)
+        address = "{}:{}".format(*processes["gateway"].wait_for_log(GATEWAY_READY).groups())
+        with grpc.insecure_channel(address) as channel:
             assert add_2_and_3(channel) == "5"
+            # The example's worker alone, so that no worker without its tasks takes them.
+            assert processes["worker"].stop() == 0
+            example_env = {**env, **install_example_worker(home)}
+            processes["example"] = start("example-worker", worker, example_env)
+            processes["example"].wait_for_log(WORKER_READY)
+            assert invoice_total(channel, [250, 125]) == "375"
     finally:
-        for process in reversed(started):
+        for process in processes.values():
             process.stop()
         redis.stop()
+
+
+def invoice_total(channel: grpc.Channel, amounts: list[int]) -> str:
+    """Execute the example worker image's billing.invoice_total; its result."""
+    stub = task_service_pb2_grpc.TaskServiceStub(channel)
+    submit = pb.SubmitRequest(task="billing.invoice_total", args_json=json.dumps([amounts]))
+    request = pb.ExecuteRequest(submit=submit, wait=Duration(seconds=10))
+    reply = stub.Execute(request, timeout=15)
+    assert reply.ready, pb.TaskState.Name(reply.state)
+    return reply.result_json
