@@ -154,8 +154,11 @@ def test_production_services_run_with_password_tokens_and_tls(tmp_path: Path) ->
     paths = {SECRETS: tmp_path / "secrets", stages()[-1].workdir(): home}
     deployment = Deployment(compose, Host(free_port(), paths), tmp_path)
     try:
-        deployment.start_redis()
+        redis = deployment.start_redis()
         assert deployment.healthy("redis")
+        # What `ps` shows: Redis renames its process, so its password is not there.
+        cmdline = Path(f"/proc/{redis.popen.pid}/cmdline").read_text()
+        assert password not in cmdline
         wrong = ComposeFile(PRODUCTION, {"REDIS_PASSWORD": "wrong"})
         wrong_password = deployment.host.check(wrong, "redis")
         assert wrong_password.returncode == 1, wrong_password.stderr
