@@ -14,7 +14,7 @@ NODE_MODULES := $(if $(shell command -v npm),examples/node/node_modules/.package
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev,bench]'
+	$(BIN)/pip install --quiet -e '.[dev,bench,otel]'
 	touch $(STAMP)
 
 ## Start a private redis-server, a worker and the gateway on 127.0.0.1:50051.
@@ -40,7 +40,7 @@ typecheck: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m bench
 
-## Regenerate the Python stubs in taskgate/v1 from proto/.
+## Regenerate the Python stubs in taskgate/v1 and the API reference docs/api.md from proto/.
 proto: $(STAMP)
 	$(BIN)/python -m taskgate.codegen
 

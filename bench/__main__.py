@@ -11,10 +11,14 @@ import sys
 import tempfile
 from pathlib import Path
 
+from bench.chart import write_chart
+from bench.cpu import process_tree
+from bench.idle_suite import IdleResults, run_idle_suite
 from bench.report import as_json, render, setup_rows
+from bench.report_idle import idle_json, idle_setup_rows, render_idle
 from bench.services import BenchStack
 from bench.settings import BenchSettings
-from bench.suite import run_suite
+from bench.suite import FrontEndResult, run_suite
 
 DEFAULT_OUTPUT = Path(__file__).resolve().parent / "results.md"
 
@@ -53,21 +57,38 @@ def main(argv: list[str] | None = None) -> int:
     logger.info("starting redis-server, a worker, the gateway and Flower (logs in %s)", log_dir)
     try:
         with BenchStack(settings, log_dir) as stack:
-            logger.info("stack ready; running the phases")
+            logger.info("stack ready; running the phases with a worker")
             results = asyncio.run(run_suite(stack, settings))
+            logger.info("running the phases without a worker")
+            idle = asyncio.run(run_idle_suite(stack, settings))
+            gateway_processes = len(process_tree(stack.gateway.popen.pid))
     except BaseException:
         logger.error("the run failed; the processes' logs are in %s", log_dir)
         raise
     if not args.keep_logs:
         shutil.rmtree(log_dir, ignore_errors=True)
     setup = setup_rows(settings, args.quick, (load_before, os.getloadavg()[0]))
-    report = render(results, settings, setup)
+    setup["gateway"] = f"`python -m server`, default settings, {gateway_processes} process(es)"
+    setup.update(idle_setup_rows(settings))
+    chart = args.output.with_suffix(".png")
+    write_chart(idle.submit, chart)
+    report = (
+        render(results, settings, setup) + "\n" + render_idle(results, idle, settings, chart.name)
+    )
     print(report)
     args.output.write_text(report + "\n")
     if args.json:
-        args.json.write_text(json.dumps(as_json(results, setup), indent=2) + "\n")
-    clean = all(r.sequential.clean and all(t.clean for t in r.throughput.values()) for r in results)
-    return 0 if clean else 1
+        numbers = {**as_json(results, setup), "no_worker": idle_json(results, idle)}
+        args.json.write_text(json.dumps(numbers, indent=2) + "\n")
+    return 0 if _clean(results, idle) else 1
+
+
+def _clean(results: list[FrontEndResult], idle: IdleResults) -> bool:
+    """True when every call of the run returned the right answer."""
+    with_worker = all(
+        r.sequential.clean and all(t.clean for t in r.throughput.values()) for r in results
+    )
+    return with_worker and idle.clean
 
 
 if __name__ == "__main__":

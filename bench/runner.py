@@ -7,7 +7,7 @@ failed call is counted and reported, never timed.
 import asyncio
 import itertools
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from time import perf_counter
 
 from celery.result import AsyncResult
@@ -55,6 +55,34 @@ async def run_concurrent(
     front: AsyncFrontEnd, xs: list[int], callers: int, seconds: float
 ) -> Tally:
     """`callers` coroutines, each running calls back to back until `xs` is used up."""
+    return await _spread(lambda x, tally: _timed(front, x, tally), xs, callers, seconds)
+
+
+Check = Callable[[int], Awaitable[str | None]]
+"""A call that needs no task to run: None when its answer is right, else what was wrong."""
+
+
+async def run_checked(check: Check, xs: list[int], callers: int, seconds: float) -> Tally:
+    """`run_concurrent` for a call that checks its own answer (Submit alone, GetStatus)."""
+
+    async def timed(x: int, tally: Tally) -> None:
+        start = perf_counter()
+        try:
+            wrong = await check(x)
+        except Exception as exc:  # a failed call is a result of the benchmark
+            tally.fail(exc)
+            return
+        if wrong is None:
+            tally.record_right(perf_counter() - start)
+        else:
+            tally.record_wrong(wrong)
+
+    return await _spread(timed, xs, callers, seconds)
+
+
+async def _spread(
+    timed: Callable[[int, Tally], Awaitable[None]], xs: list[int], callers: int, seconds: float
+) -> Tally:
     tally = Tally()
     deadline = perf_counter() + seconds
     shared: Iterator[int] = iter(xs)
@@ -64,7 +92,7 @@ async def run_concurrent(
             if perf_counter() > deadline:
                 tally.skipped += 1
                 continue
-            await _timed(front, x, tally)
+            await timed(x, tally)
 
     started = perf_counter()
     await asyncio.gather(*(caller() for _ in range(callers)))

@@ -1,4 +1,5 @@
-"""The private stack the benchmark runs on: redis-server, one worker, the gateway, Flower.
+"""The private stack the benchmark runs on: redis-server, one worker, the gateway, Flower,
+and the empty-handler ceiling (`bench.ceiling`).
 
 The first four come from `scripts.stack`, as in the tests; Flower is started
 the way its documentation shows, on a free loopback port.
@@ -15,6 +16,7 @@ import uuid
 from pathlib import Path
 from types import TracebackType
 
+from bench.ceiling import start_ceiling
 from bench.cpu import process_seconds, tree_seconds
 from bench.settings import BenchSettings
 from scripts.stack import (
@@ -103,16 +105,25 @@ class BenchStack:
         self._exit.callback(self.gateway.stop)
         self.flower, self.flower_port = start_flower(env, self._log_dir)
         self._exit.callback(self.flower.stop)
+        self.ceiling, self.ceiling_address = start_ceiling(env, self._log_dir)
+        self._exit.callback(self.ceiling.stop)
 
     def processes(self) -> list[ManagedProcess]:
         """Everything started, for checks that nothing died mid-run."""
-        return [self.redis, self.worker, self.gateway, self.flower]
+        return [self.redis, self.worker, self.gateway, self.flower, self.ceiling]
+
+    def purge(self, queue: str) -> None:
+        """Drop every message waiting in `queue`, in each of its priority lists."""
+        with self.redis.client() as client:
+            keys = list(client.scan_iter(match=f"{queue}*", count=1000))
+            if keys:
+                client.delete(*keys)
 
     def cpu_seconds(self) -> dict[str, float]:
         """CPU seconds used so far by this process (all clients) and by each service."""
         return {
             "client": time.process_time(),
-            "gateway": process_seconds(self.gateway.popen.pid),
+            "gateway": tree_seconds(self.gateway.popen.pid),
             "Flower": process_seconds(self.flower.popen.pid),
             "worker": tree_seconds(self.worker.popen.pid),
             "redis": process_seconds(self.redis.popen.pid),

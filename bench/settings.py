@@ -32,12 +32,35 @@ class BenchSettings:
     phase_seconds: float = 180.0
     """A round of a phase starts no new call after this long; skipped calls are reported."""
 
+    idle_concurrencies: tuple[int, ...] = (1, 16, 64, 256)
+    """Calls in flight in the Submit-alone phases, into a queue no worker consumes."""
+
+    idle_tasks: int = 6000
+    """Submissions per Submit-alone phase, per front end and per concurrency."""
+
+    batch_sizes: tuple[int, ...] = (100, 1000)
+    """Items per SubmitBatch call; one call in flight at a time."""
+
+    batch_tasks: int = 21_000
+    """Items submitted per batch size (whole batches in each of 3 rounds)."""
+
+    status_calls: int = 6000
+    """GetStatus calls, and the ceiling's, at 64 in flight."""
+
+    concurrent_waits: int = 5000
+    """GetResult calls waiting at once on tasks that never run during the phase."""
+
+    concurrent_wait_seconds: int = 10
+    """How long each of those waits; every one must answer not ready within it."""
+
     @classmethod
     def quick(cls) -> "BenchSettings":
         """A smoke-test run: a few calls per phase, one small concurrency."""
         return cls(
-            sequential_calls=20, warmup_calls=5, throughput_tasks=48, concurrencies=(8,), rounds=1
-        )
+            sequential_calls=20, warmup_calls=5, throughput_tasks=48, concurrencies=(8,), rounds=1,
+            idle_concurrencies=(1, 64), idle_tasks=128, batch_tasks=1000, status_calls=256,
+            concurrent_waits=1000, concurrent_wait_seconds=3,
+        )  # fmt: skip
 
     def split(self, count: int) -> list[int]:
         """`count` calls shared out over the rounds as evenly as they go."""

@@ -48,12 +48,20 @@ class Tally:
     def record(self, expected: int, value: object, round_trip: float, submit: float | None) -> None:
         """Keep the times of a right answer; count a wrong one and drop its times."""
         if type(value) is int and value == expected:
-            self.round_trips.append(round_trip)
+            self.record_right(round_trip)
             if submit is not None:
                 self.submits.append(submit)
         else:
-            self.wrong += 1
-            self._sample(f"expected {expected}, got {value!r}")
+            self.record_wrong(f"expected {expected}, got {value!r}")
+
+    def record_right(self, seconds: float) -> None:
+        """Keep the time of a call whose answer was checked and right."""
+        self.round_trips.append(seconds)
+
+    def record_wrong(self, what: str) -> None:
+        """Count a call that answered, but not what it must; `what` says how."""
+        self.wrong += 1
+        self._sample(what)
 
     def fail(self, error: BaseException) -> None:
         """Count a call that raised instead of answering."""

@@ -129,17 +129,17 @@ async def _phases(
     for calls in settings.split(settings.sequential_calls):
         for contender, result in zip(contenders, results, strict=True):
             phase = contender.sequential(numbers.take(calls), seconds)
-            result.sequential.merge(await _measured(stack, phase))
+            result.sequential.merge(await measured(stack, phase))
     for callers in settings.concurrencies:
         for tasks in settings.split(settings.throughput_tasks):
             for contender, result in zip(contenders, results, strict=True):
                 phase = contender.concurrent(numbers.take(tasks), callers, seconds)
                 tally = result.throughput.setdefault(callers, Tally())
-                tally.merge(await _measured(stack, phase))
+                tally.merge(await measured(stack, phase))
     return results
 
 
-async def _measured(stack: BenchStack, phase: Awaitable[Tally]) -> Tally:
+async def measured(stack: BenchStack, phase: Awaitable[Tally]) -> Tally:
     """Run one phase, note the CPU every process used meanwhile, check nothing died."""
     before = stack.cpu_seconds()
     tally = await phase

@@ -16,6 +16,7 @@ from scripts import stack
 from scripts.stack import REPO_ROOT, ManagedProcess, RedisServer
 
 DEFAULT_LISTEN = "127.0.0.1:50051"
+DEFAULT_METRICS_LISTEN = "127.0.0.1:9464"  # the gateway's own default; TASKGATE_METRICS_LISTEN wins
 
 
 def _python() -> str:
@@ -26,7 +27,9 @@ def _python() -> str:
     )
 
 
-def _greeting(address: str, log_dir: Path, redis: RedisServer | None) -> str:
+def _greeting(
+    address: str, metrics_url: str | None, log_dir: Path, redis: RedisServer | None
+) -> str:
     client = _python() + " examples/submit.py"
     if address != DEFAULT_LISTEN:
         client = f"TASKGATE_ADDRESS={address} {client}"
@@ -36,6 +39,7 @@ def _greeting(address: str, log_dir: Path, redis: RedisServer | None) -> str:
     )
     return (
         f"\ntaskgate is ready: gRPC on {address}, one worker, using {store}.\n"
+        f"Metrics: {metrics_url or 'off (TASKGATE_METRICS_LISTEN is empty)'}\n"
         f"Logs: {log_dir}/\n"
         "Try it:\n"
         f"  grpcurl -plaintext -d '{request}' {address} taskgate.v1.TaskService/Submit\n"
@@ -56,10 +60,13 @@ def _start(pieces: list[ManagedProcess], log_dir: Path) -> str:
     env = stack.celery_env(broker or private, backend or private)
     pieces.append(stack.start_worker(env, log_dir, name="worker"))
     gateway = stack.Gateway(
-        env, log_dir, listen=os.environ.get("TASKGATE_LISTEN") or DEFAULT_LISTEN
+        env,
+        log_dir,
+        listen=os.environ.get("TASKGATE_LISTEN") or DEFAULT_LISTEN,
+        metrics_listen=DEFAULT_METRICS_LISTEN,
     )
     pieces.append(gateway)
-    return _greeting(gateway.address, log_dir, redis)
+    return _greeting(gateway.address, gateway.metrics_url, log_dir, redis)
 
 
 def _stop(pieces: list[ManagedProcess]) -> None:

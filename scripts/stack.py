@@ -23,6 +23,7 @@ import redis
 REPO_ROOT = Path(__file__).resolve().parent.parent
 READY_TIMEOUT = 30.0
 _GATEWAY_READY = re.compile(r"taskgate listening on (\S+):(\d+)")
+_METRICS_AT = re.compile(r"metrics on (http://\S+/metrics)")
 
 
 class StackError(RuntimeError):
@@ -195,12 +196,22 @@ def start_worker(
 
 
 class Gateway(ManagedProcess):
-    """`python -m server` on a free loopback port; `address` is where it listens."""
+    """`python -m server` on a free loopback port; `address` is where it listens, and
+    `metrics_url` where it serves `/metrics` (None when off)."""
 
-    def __init__(self, env: Mapping[str, str], log_dir: Path, listen: str = "127.0.0.1:0") -> None:
-        env = {**env, "TASKGATE_LISTEN": listen}
+    def __init__(
+        self,
+        env: Mapping[str, str],
+        log_dir: Path,
+        listen: str = "127.0.0.1:0",
+        metrics_listen: str = "127.0.0.1:0",
+    ) -> None:
+        # A free port by default: many gateways run at once in the tests. `env` wins.
+        env = {"TASKGATE_METRICS_LISTEN": metrics_listen, **env, "TASKGATE_LISTEN": listen}
         super().__init__(
             f"gateway-{uuid.uuid4().hex[:8]}", [sys.executable, "-m", "server"], env, log_dir
         )
         match = self.wait_for_log(_GATEWAY_READY)
         self.address = f"{match.group(1)}:{match.group(2)}"
+        metrics = _METRICS_AT.search(self.log_text())
+        self.metrics_url = metrics.group(1) if metrics else None

@@ -1,7 +1,6 @@
 """`python -m server`: run the gateway with settings from the environment."""
 
 import asyncio
-import logging
 import os
 import sys
 from collections.abc import Callable, Coroutine
@@ -9,7 +8,8 @@ from typing import Any
 
 from server.app import serve
 from server.auth import TokensFileError
-from server.config import GatewaySettings, SettingsError, log_level
+from server.config import GatewaySettings, LogSettings, SettingsError
+from server.observability.logs import configure_logging
 from worker.factory import ConfigurationError
 
 
@@ -20,10 +20,7 @@ def main() -> None:
     (exit status 1), never a traceback.
     """
     try:
-        logging.basicConfig(
-            level=log_level(os.environ),
-            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        )
+        configure_logging(LogSettings.from_env(os.environ))
         settings = GatewaySettings.from_env()
         runner = _event_loop_runner()
         runner(serve(settings))

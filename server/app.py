@@ -4,9 +4,11 @@ import asyncio
 import logging
 import signal
 from dataclasses import dataclass
+from typing import cast
 
 import grpc
 from celery import Celery
+from google.protobuf.descriptor import ServiceDescriptor
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from redis.asyncio import BlockingConnectionPool, Redis
@@ -18,9 +20,18 @@ from server.auth import TokenAuthenticator
 from server.catalog import Catalog
 from server.config import GatewaySettings
 from server.dispatch import Dispatcher, create_gateway_app
-from server.gateway import Gateway
 from server.idempotency import IdempotencyKeys
 from server.listener import bind, grpc_server
+from server.observability.grpc_metrics import MetricsInterceptor, initialize
+from server.observability.grpc_names import method_types
+from server.observability.instrumented import (
+    MeteredGateway,
+    MeteredPublisher,
+    MeteredSubmitter,
+    count_limit,
+)
+from server.observability.operations import Operations, start_metrics, start_operations
+from server.observability.tracing import TRACING
 from server.publish.broker import RedisBroker, same_redis
 from server.publish.message import MessageBuilder
 from server.publish.publisher import Publisher, own_path_broker_url
@@ -28,8 +39,7 @@ from server.records import DispatchRecords, as_seconds
 from server.registry import WorkerRegistry
 from server.results import ResultStore
 from server.servicer import TaskService
-from server.startup_checks import DegradedStart, require_broker_transport
-from server.submitter import Submitter
+from server.startup_checks import require_broker_transport
 from server.token_reload import TokenReloader
 from server.watcher import ResultWatcher
 from taskgate.v1 import task_service_pb2 as pb
@@ -39,6 +49,7 @@ from worker.factory import ConfigurationError, describe
 logger = logging.getLogger(__name__)
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["TaskService"].full_name
+HEALTH_SERVICE = cast(ServiceDescriptor, health_pb2.DESCRIPTOR.services_by_name["Health"])
 REDIS_CONNECTIONS = 64  # to the result backend, shared by every call of this gateway
 
 
@@ -54,13 +65,13 @@ class RunningGateway:
     watcher: ResultWatcher
     registry: WorkerRegistry
     redis: Redis
-    degraded: DegradedStart
+    operations: Operations
     reloader: TokenReloader | None
 
     async def stop(self, grace: float) -> None:
         """Say NOT_SERVING at once, let calls in flight finish within `grace`, then close."""
-        await self.health.enter_graceful_shutdown()
-        await self.degraded.close()
+        await self.operations.drain()
+        await self.operations.close()
         if self.reloader is not None:
             await self.reloader.close()
         await self.server.stop(grace)
@@ -117,7 +128,7 @@ def publisher(celery_app: Celery, dispatcher: Dispatcher, records: DispatchRecor
     url = own_path_broker_url(celery_app)
     if url is None:
         logger.info("publishing with Celery's send_task (broker is not a plain Redis URL)")
-        return Publisher(dispatcher, records)
+        return MeteredPublisher(dispatcher, records)
     options = dict(celery_app.conf.broker_transport_options or {})
     client = redis_client(
         url,
@@ -133,7 +144,7 @@ def publisher(celery_app: Celery, dispatcher: Dispatcher, records: DispatchRecor
     logger.info(
         "publishing to the Redis broker directly (records in the same script: %s)", holds_records
     )
-    return Publisher(dispatcher, records, builder, broker)
+    return MeteredPublisher(dispatcher, records, builder, broker)
 
 
 def catalog_and_registry(
@@ -154,6 +165,8 @@ def catalog_and_registry(
 
 async def start(settings: GatewaySettings) -> RunningGateway:
     """Build everything and start serving on `settings.listen`."""
+    if settings.trace_exporters is not None:
+        TRACING.enable_otel(settings.trace_exporters)
     celery_app = create_gateway_app(settings.celery)
     require_broker_transport(celery_app)
     logger.info("settings in force: %s", describe(celery_app))
@@ -166,14 +179,14 @@ async def start(settings: GatewaySettings) -> RunningGateway:
     publish = publisher(celery_app, dispatcher, records)
     retention = idempotency_retention(settings, result_expires)
     servicer = TaskService(
-        gateway=Gateway(
+        gateway=MeteredGateway(
             dispatcher=dispatcher,
             records=records,
             store=ResultStore(redis, dispatcher.result_key, result_expires),
             watcher=watcher,
             registry=registry,
         ),
-        submitter=Submitter(
+        submitter=MeteredSubmitter(
             catalog=catalog,
             dispatcher=dispatcher,
             publisher=publish,
@@ -186,7 +199,15 @@ async def start(settings: GatewaySettings) -> RunningGateway:
         tracebacks=settings.tracebacks,
     )
     authenticator = TokenAuthenticator.from_file(settings.security.tokens_file)
-    server = grpc_server(settings.security, authenticator, settings.max_wait_seconds)
+    types = method_types((pb.DESCRIPTOR.services_by_name["TaskService"], HEALTH_SERVICE))
+    initialize(types)
+    server = grpc_server(
+        settings.security,
+        authenticator,
+        settings.max_wait_seconds,
+        outer=[MetricsInterceptor(types)],
+        on_limit=count_limit,
+    )
     pb_grpc.add_TaskServiceServicer_to_server(servicer, server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -194,8 +215,11 @@ async def start(settings: GatewaySettings) -> RunningGateway:
         (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
     )
     port = bind(server, settings.listen, settings.security)
+    start_metrics(settings.observability)
     await server.start()
-    degraded = await _set_health(health_servicer, celery_app, redis)
+    operations = await start_operations(
+        settings.observability, celery_app, redis, health_servicer, SERVICE_NAME
+    )
     registry.start()
     reloader = None
     if settings.security.tokens_file is not None:
@@ -210,27 +234,9 @@ async def start(settings: GatewaySettings) -> RunningGateway:
         watcher,
         registry,
         redis,
-        degraded,
+        operations,
         reloader,
     )
-
-
-async def _set_health(
-    health_servicer: health.aio.HealthServicer, celery_app: Celery, redis: Redis
-) -> DegradedStart:
-    """Live at once; ready (TaskService SERVING) once the broker and the backend answer."""
-    serving = health_pb2.HealthCheckResponse.SERVING
-
-    async def ready() -> None:
-        await health_servicer.set(SERVICE_NAME, serving)
-
-    await health_servicer.set("", serving)
-    degraded = DegradedStart(celery_app, redis, ready)
-    if await degraded.check():
-        await ready()
-    else:
-        await health_servicer.set(SERVICE_NAME, health_pb2.HealthCheckResponse.NOT_SERVING)
-    return degraded
 
 
 async def serve(settings: GatewaySettings) -> None:

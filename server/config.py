@@ -8,6 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from worker.config import CelerySettings
+from worker.logs import log_format
+from worker.tracing import tracing_exporters
 
 
 class SettingsError(ValueError):
@@ -72,6 +74,29 @@ def log_level(env: Mapping[str, str]) -> str:
     if raw.upper() not in LOG_LEVELS:
         raise SettingsError(f"TASKGATE_LOG_LEVEL={raw!r}; expected one of {', '.join(LOG_LEVELS)}")
     return raw.upper()
+
+
+@dataclass(frozen=True)
+class LogSettings:
+    """How the gateway logs; read before anything else, so that every line has its format."""
+
+    level: str = "INFO"
+    """`TASKGATE_LOG_LEVEL`: see `log_level`."""
+
+    json: bool = False
+    """`TASKGATE_LOG_FORMAT=json`: one JSON object a line instead of plain text."""
+
+    access: bool = True
+    """`TASKGATE_ACCESS_LOG`: `off` silences the one line per call (logger taskgate.access)."""
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> "LogSettings":
+        """Read the log settings; a bad value raises before logging is set up."""
+        return cls(
+            level=log_level(env),
+            json=log_format(env) == "json",
+            access=_switch(env, "TASKGATE_ACCESS_LOG", True),
+        )
 
 
 @dataclass(frozen=True)
@@ -169,6 +194,36 @@ class SecuritySettings:
 
 
 @dataclass(frozen=True)
+class ObservabilitySettings:
+    """Readiness checks and Prometheus metrics; see the README's Operating taskgate section."""
+
+    metrics_listen: str | None = "127.0.0.1:9464"
+    """`TASKGATE_METRICS_LISTEN`: where `/metrics` is served, `host:port`; empty turns it off."""
+
+    readiness_interval_seconds: float = 2.0
+    """`TASKGATE_READINESS_INTERVAL`: how often the broker and the result backend are asked."""
+
+    readiness_failures: int = 3
+    """`TASKGATE_READINESS_FAILURES`: failed checks in a row that turn readiness NOT_SERVING."""
+
+    readiness_successes: int = 2
+    """`TASKGATE_READINESS_SUCCESSES`: answered checks in a row that turn it SERVING again."""
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> "ObservabilitySettings":
+        """Read the settings; TASKGATE_METRICS_LISTEN set but empty means no metrics."""
+        metrics = env.get("TASKGATE_METRICS_LISTEN")
+        return cls(
+            metrics_listen=None
+            if metrics == ""
+            else _listen(env, "TASKGATE_METRICS_LISTEN", "127.0.0.1:9464"),
+            readiness_interval_seconds=_float(env, "TASKGATE_READINESS_INTERVAL", 2.0),
+            readiness_failures=_whole(env, "TASKGATE_READINESS_FAILURES", 3),
+            readiness_successes=_whole(env, "TASKGATE_READINESS_SUCCESSES", 2),
+        )
+
+
+@dataclass(frozen=True)
 class GatewaySettings:
     """Everything the gateway needs to start; see the README for each variable."""
 
@@ -214,6 +269,13 @@ class GatewaySettings:
     tracebacks: bool = True
     """`TASKGATE_TRACEBACKS`: `off` withholds the workers' tracebacks from callers."""
 
+    trace_exporters: tuple[str, ...] | None = None
+    """`TASKGATE_TRACING=otel`: the gateway's own spans go to these OpenTelemetry
+    exporters (`OTEL_TRACES_EXPORTER`); None (the default) passes `traceparent` on only."""
+
+    observability: ObservabilitySettings = field(default_factory=ObservabilitySettings)
+    """Readiness checks and metrics."""
+
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> "GatewaySettings":
         """Read the settings from environment variables, with the defaults above."""
@@ -232,6 +294,8 @@ class GatewaySettings:
             security=SecuritySettings.from_env(env),
             require_registered=_switch(env, "TASKGATE_REQUIRE_REGISTERED", False),
             tracebacks=_switch(env, "TASKGATE_TRACEBACKS", True),
+            trace_exporters=tracing_exporters(env),
+            observability=ObservabilitySettings.from_env(env),
         )
 
 

@@ -71,16 +71,18 @@ class WaitEnds:
         if time_remaining is not None:
             margin = self._margin + header_rounding(time_remaining)
             latest = min(latest, now + time_remaining - margin)
-        end, index = self._place(latest)
+        end = self._place(latest)
+        # A crowd can push the end below now; the clamped end goes where it sorts, so
+        # that the list stays sorted and the removal below finds it.
         end = max(end, now)
-        self._ends.insert(index, end)
+        bisect.insort(self._ends, end)
         try:
             yield end
         finally:
             del self._ends[bisect.bisect_left(self._ends, end)]
 
-    def _place(self, latest: float) -> tuple[float, int]:
-        """The latest end at or before `latest` clear of the others, and its index."""
+    def _place(self, latest: float) -> float:
+        """The latest end at or before `latest` clear of the others."""
         ends, gap = self._ends, self._per_reply
         end = latest
         index = bisect.bisect_right(ends, end)
@@ -89,7 +91,7 @@ class WaitEnds:
         while index > 0 and end - ends[index - 1] < gap:
             index = self._run_start(index - 1)
             end = ends[index] - gap  # below the whole run packed under us
-        return end, index
+        return end
 
     def _run_start(self, top: int) -> int:
         """The first index of the run of ends packed one gap apart that ends at `top`."""

@@ -19,7 +19,7 @@ from grpc_status import rpc_status
 
 from server.auth import TokenAuthenticator, current_principal
 from server.errors import GatewayError, InvalidArgument
-from server.limits import CallLimits, ReadSlots, StreamNotRead
+from server.limits import CallLimits, ReadSlots, ResourceExhausted, StreamNotRead
 from server.sizes import largest_valid_requests
 
 logger = logging.getLogger(__name__)
@@ -41,6 +41,16 @@ class Undecodable:
     """Stands in for a request whose bytes are not the message the method takes."""
 
     error: str
+    too_large: bool = False
+
+
+class RequestNotReceived(GatewayError):
+    """No request arrived: gRPC refused one over the message size limit (or none was sent)."""
+
+    code = code_pb2.RESOURCE_EXHAUSTED
+
+    def __init__(self) -> None:
+        super().__init__("no request arrived: over TASKGATE_MAX_MESSAGE_BYTES, or none sent")
 
 
 def _tolerant(
@@ -54,7 +64,9 @@ def _tolerant(
 
     def deserialize(data: bytes) -> Any:
         if largest is not None and len(data) > largest:
-            return Undecodable(f"is {len(data)} bytes; a valid {rpc} request is at most {largest}")
+            return Undecodable(
+                f"is {len(data)} bytes; a valid {rpc} request is at most {largest}", True
+            )
         try:
             return deserializer(data)
         except DecodeError as exc:
@@ -78,10 +90,14 @@ class GatewayInterceptor(grpc.aio.ServerInterceptor):
     """
 
     def __init__(
-        self, authenticator: TokenAuthenticator | None = None, limits: CallLimits | None = None
+        self,
+        authenticator: TokenAuthenticator | None = None,
+        limits: CallLimits | None = None,
+        on_limit: Callable[[str, str], None] | None = None,
     ) -> None:
         self._authenticator = authenticator or TokenAuthenticator(())
         self._limits = limits
+        self._on_limit = on_limit  # told (kind, caller) of each call a limit refused
         self._largest = largest_valid_requests()
         # Requests received at once: the rest stay unread in their (small) windows.
         self._reads = ReadSlots(limits.concurrent_reads if limits else 32)
@@ -108,6 +124,7 @@ class GatewayInterceptor(grpc.aio.ServerInterceptor):
         self, method: str, context: Context, body: Body, outcome: list[Any]
     ) -> status_pb2.Status | None:
         caller: str | None = None
+        admitting = ""
         try:
             admitting = self._caller(context)
             if self._limits is not None:
@@ -115,6 +132,9 @@ class GatewayInterceptor(grpc.aio.ServerInterceptor):
             caller = admitting
             outcome.append(await body(await self._read(context, admitting)))
             return None
+        except ResourceExhausted as exc:
+            self._limit_hit(exc.kind, admitting)
+            return exc.to_status()
         except GatewayError as exc:
             return exc.to_status()
         except Exception:
@@ -125,12 +145,21 @@ class GatewayInterceptor(grpc.aio.ServerInterceptor):
             if caller is not None and self._limits is not None:
                 self._limits.leave(caller)
 
+    def _limit_hit(self, kind: str, caller: str) -> None:
+        if self._on_limit is not None:
+            self._on_limit(kind, caller)
+
     async def _read(self, context: Context, caller: str) -> Any:
         async with self._reads.reading(caller):
             request = await context.read()
         if request is grpc.aio.EOF:
-            raise InvalidArgument("request", "is missing")
+            # gRPC itself refused a request over TASKGATE_MAX_MESSAGE_BYTES and answered
+            # the caller RESOURCE_EXHAUSTED; count it as such (no client sends nothing).
+            self._limit_hit("size", caller)
+            raise RequestNotReceived()
         if isinstance(request, Undecodable):
+            if request.too_large:
+                self._limit_hit("size", caller)
             raise InvalidArgument("request", f"is not a valid message: {request.error}")
         return request
 

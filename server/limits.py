@@ -18,10 +18,11 @@ class ResourceExhausted(GatewayError):
 
     code = code_pb2.RESOURCE_EXHAUSTED
 
-    def __init__(self, message: str, subject: str, retry_after: float) -> None:
+    def __init__(self, message: str, subject: str, retry_after: float, kind: str) -> None:
         super().__init__(message)
         self.subject = subject
         self.retry_after = retry_after
+        self.kind = kind  # which limit, for taskgate_limits_hit_total
 
     def details(self) -> list[Message]:
         delay = Duration()
@@ -50,6 +51,7 @@ class ConcurrencyLimit:
                 f"the gateway is handling {self.limit} calls; retry shortly",
                 "gateway:concurrent-calls",
                 self._retry_after,
+                "concurrency",
             )
         self.in_progress += 1
 
@@ -86,6 +88,7 @@ class RateLimit:
                 f"{caller!r} is over its rate of {self._rate:g} calls per second",
                 f"caller:{caller}",
                 (1 - bucket.tokens) / self._rate,
+                "rate",
             )
         bucket.tokens -= 1
 
@@ -106,6 +109,7 @@ class CallerConcurrencyLimit:
                 f"{caller!r} has {self.limit} calls in progress; retry when one ends",
                 f"caller:{caller}:concurrent-calls",
                 self._retry_after,
+                "caller_concurrency",
             )
         self._in_progress[caller] = held + 1
 
@@ -149,6 +153,7 @@ class StreamNotRead(ResourceExhausted):
             f"the stream's messages were not read for {seconds:g}s; the stream is ended",
             "caller:stream-write-timeout",
             seconds,
+            "stream_write",
         )
 
 

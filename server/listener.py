@@ -4,6 +4,7 @@ import logging
 import resource
 import socket
 import ssl
+from collections.abc import Callable, Sequence
 
 import grpc
 
@@ -11,6 +12,8 @@ from server.auth import TokenAuthenticator
 from server.config import SecuritySettings
 from server.interceptors import GatewayInterceptor
 from server.limits import CallerConcurrencyLimit, CallLimits, ConcurrencyLimit, RateLimit
+from server.observability.access_log import AccessLogInterceptor
+from server.observability.tracing import TRACING
 from worker.factory import ConfigurationError
 
 logger = logging.getLogger(__name__)
@@ -21,7 +24,9 @@ gateway would silently take part of the connections. Off, a taken port fails the
 
 
 def gateway_interceptor(
-    security: SecuritySettings, authenticator: TokenAuthenticator
+    security: SecuritySettings,
+    authenticator: TokenAuthenticator,
+    on_limit: Callable[[str, str], None] | None = None,
 ) -> GatewayInterceptor:
     """Authentication and limits as configured."""
     if not authenticator.enabled:
@@ -39,15 +44,26 @@ def gateway_interceptor(
         security.stream_write_timeout_seconds,
         security.max_concurrent_reads,
     )
-    return GatewayInterceptor(authenticator, limits)
+    return GatewayInterceptor(authenticator, limits, on_limit)
 
 
 def grpc_server(
-    security: SecuritySettings, authenticator: TokenAuthenticator, max_wait_seconds: float
+    security: SecuritySettings,
+    authenticator: TokenAuthenticator,
+    max_wait_seconds: float,
+    outer: Sequence[grpc.aio.ServerInterceptor] = (),
+    on_limit: Callable[[str, str], None] | None = None,
 ) -> grpc.aio.Server:
-    """An asyncio gRPC server with the gateway's interceptor and message and queue limits."""
+    """An asyncio gRPC server with the gateway's interceptor and message and queue limits;
+    `outer` interceptors (metrics, access logs) see every call, refused ones too."""
     return grpc.aio.server(
-        interceptors=[gateway_interceptor(security, authenticator)],
+        interceptors=[
+            *outer,
+            *TRACING.outer_interceptors(),
+            AccessLogInterceptor(),
+            gateway_interceptor(security, authenticator, on_limit),
+            *TRACING.inner_interceptors(),
+        ],
         options=[
             ("grpc.max_receive_message_length", security.max_message_bytes),
             ("grpc.max_send_message_length", security.max_message_bytes),

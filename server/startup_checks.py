@@ -3,14 +3,14 @@
 A broker URL no transport can serve (`redsi://`) can never work: the gateway
 refuses to start. A broker or backend that does not answer, or refuses (wrong
 RabbitMQ credentials, an unknown vhost), may come back or be fixed without
-touching the gateway: it starts degraded, says so in the log, reports
-NOT_SERVING for the TaskService until both answer, and asks again meanwhile.
+touching the gateway: it starts degraded, says so in the log, and reports
+NOT_SERVING for the TaskService until both answer (server/observability/readiness.py
+asks them for the gateway's whole life).
 """
 
 import asyncio
-import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 
 from celery import Celery
 from kombu.utils.url import maybe_sanitize_url
@@ -19,9 +19,6 @@ from redis.asyncio import Redis
 from worker.factory import ConfigurationError
 
 logger = logging.getLogger(__name__)
-
-RECHECK_SECONDS = 5.0
-"""How often a degraded gateway asks the broker and the backend again."""
 
 
 def require_broker_transport(app: Celery) -> None:
@@ -64,51 +61,3 @@ async def problems(app: Celery, backend: Redis) -> list[str]:
 def _one_line(exc: Exception) -> str:
     text = " ".join(str(exc).split()) or type(exc).__name__
     return f"{type(exc).__name__}: {text}"
-
-
-class DegradedStart:
-    """Asks the broker and backend again until both answer, then calls `recovered`."""
-
-    def __init__(
-        self, app: Celery, backend: Redis, recovered: Callable[[], Awaitable[None]]
-    ) -> None:
-        self._app = app
-        self._backend = backend
-        self._recovered = recovered
-        self._task: asyncio.Task[None] | None = None
-
-    async def check(self) -> bool:
-        """True when both answer now; otherwise log the degraded start and keep asking."""
-        found = await problems(self._app, self._backend)
-        if not found:
-            return True
-        for problem in found:
-            logger.error("degraded start: %s", problem)
-        logger.error(
-            "degraded start: TaskService NOT_SERVING until the broker and the result backend "
-            "answer (asking every %gs); calls meanwhile answer UNAVAILABLE",
-            RECHECK_SECONDS,
-        )
-        self._task = asyncio.create_task(self._until_recovered(), name="startup-recheck")
-        return False
-
-    async def _until_recovered(self) -> None:
-        while True:
-            await asyncio.sleep(RECHECK_SECONDS)
-            try:
-                found = await problems(self._app, self._backend)
-            except Exception:
-                logger.exception("checking the broker and the result backend failed")
-                continue
-            if not found:
-                logger.info("the broker and the result backend answer: TaskService SERVING")
-                await self._recovered()
-                return
-            logger.warning("still degraded: %s", "; ".join(found))
-
-    async def close(self) -> None:
-        """Stop asking."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task

@@ -11,6 +11,7 @@ from server.catalog import Catalog
 from server.dispatch import Dispatcher
 from server.errors import IdempotencyKeyReused, InvalidArgument, Unavailable
 from server.idempotency import Claim, IdempotencyKeys, fingerprint
+from server.observability.tracing import TRACING, with_trace_headers
 from server.publish.publisher import Publisher
 from server.records import DispatchRecord
 from server.requests import Submission
@@ -99,7 +100,9 @@ class Submitter:
         record = DispatchRecord(
             submission.task, time.time(), submission.idempotency_key, _start_delay(submission)
         )
-        await self._publisher.publish(task_id, submission, record, time_left)
+        with TRACING.publishing(submission.task, task_id) as trace_headers:
+            traced = with_trace_headers(submission, trace_headers)
+            await self._publisher.publish(task_id, traced, record, time_left)
 
     async def _submit_once(
         self, submission: Submission, key: str, time_left: float | None

@@ -1,44 +1,59 @@
-"""Generates the Python stubs for `proto/` into the `taskgate` tree (`make proto`), and
-checks the contract with buf (`python -m taskgate.codegen lint [BRANCH]`, part of
-`make lint`): lint, format, and no breaking change against BRANCH (main by default).
+"""Generates the Python stubs for `proto/` into the `taskgate` tree and the API reference
+`docs/api.md` from the proto's comments (`make proto`), and checks the contract with buf
+(`python -m taskgate.codegen lint [BRANCH]`, part of `make lint`): lint, format, and no
+breaking change against BRANCH (main by default).
 
-The generated modules and their `.pyi` type stubs are committed, so users of the
-package need neither protoc nor grpcio-tools; `tests/test_codegen.py` fails when
+The generated modules, their `.pyi` type stubs and the reference are committed, so users
+of the package need neither protoc nor grpcio-tools; `tests/test_codegen.py` fails when
 the committed files differ from a fresh generation.
 """
 
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
+
+from google.protobuf.descriptor_pb2 import FileDescriptorSet
+
+from taskgate import apidoc
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PROTO_ROOT = REPO_ROOT / "proto"
 TOOLS = Path(sys.executable).parent  # protoc plugins and buf come with the dev extra
+API_REFERENCE = Path("docs") / "api.md"
 
 
-def proto_files() -> list[str]:
-    """Every `.proto` file of the contract, relative to `proto/`, in a stable order.
+def proto_files(root: Path = PROTO_ROOT) -> list[str]:
+    """Every `.proto` file of the contract below `root` (`proto/`), relative to it, sorted.
 
     Only taskgate's own: the `google/rpc` protos beside it are googleapis', and Python
     callers get their modules from googleapis-common-protos.
     """
-    own = (PROTO_ROOT / "taskgate").rglob("*.proto")
-    return sorted(str(path.relative_to(PROTO_ROOT)) for path in own)
+    own = (root / "taskgate").rglob("*.proto")
+    return sorted(str(path.relative_to(root)) for path in own)
 
 
-def _protoc(*args: str) -> None:
-    """Run grpcio-tools' protoc with the contract's import paths."""
+def _protoc(*args: str, root: Path = PROTO_ROOT) -> None:
+    """Run grpcio-tools' protoc on the contract below `root`, with its import paths."""
     # Imported here: grpcio-tools is a development dependency only.
     from grpc_tools import protoc  # noqa: PLC0415
 
     well_known = Path(protoc.__file__).parent / "_proto"
-    includes = [f"-I{PROTO_ROOT}", f"-I{well_known}"]
-    if protoc.main(["protoc", *includes, *args, *proto_files()]) != 0:
+    includes = [f"-I{root}", f"-I{well_known}"]
+    if protoc.main(["protoc", *includes, *args, *proto_files(root)]) != 0:
         raise SystemExit("protoc failed; see the messages above")
 
 
+def descriptor_set(root: Path = PROTO_ROOT) -> FileDescriptorSet:
+    """The contract's own files as descriptors, with their comments (source info)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "contract.binpb"
+        _protoc(f"--descriptor_set_out={out}", "--include_source_info", root=root)
+        return FileDescriptorSet.FromString(out.read_bytes())
+
+
 def generate(out_dir: Path) -> None:
-    """Write `*_pb2.py`, `*_pb2_grpc.py` and their `.pyi` stubs below `out_dir`."""
+    """Write `*_pb2.py`, `*_pb2_grpc.py`, their `.pyi` stubs and `docs/api.md` below `out_dir`."""
     _protoc(
         f"--plugin=protoc-gen-mypy={TOOLS / 'protoc-gen-mypy'}",
         f"--plugin=protoc-gen-mypy_grpc={TOOLS / 'protoc-gen-mypy_grpc'}",
@@ -47,6 +62,9 @@ def generate(out_dir: Path) -> None:
         f"--mypy_out={out_dir}",
         f"--mypy_grpc_out={out_dir}",
     )
+    reference = out_dir / API_REFERENCE
+    reference.parent.mkdir(parents=True, exist_ok=True)
+    reference.write_text(apidoc.render(descriptor_set()))
 
 
 def base_commit(against: str) -> str:

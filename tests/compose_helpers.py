@@ -20,7 +20,7 @@ import grpc
 import yaml
 from google.protobuf.duration_pb2 import Duration
 
-from scripts.stack import REPO_ROOT, ManagedProcess, free_port
+from scripts.stack import REPO_ROOT, ManagedProcess
 from taskgate.v1 import task_service_pb2 as pb
 from taskgate.v1 import task_service_pb2_grpc
 from tests.image_helpers import clean_env, stages
@@ -125,10 +125,8 @@ class Host:
         env["HOSTNAME"] = socket.gethostname()  # As Docker sets it in every container.
         for key, value in service_env.items():
             env[key] = self.localize(value)
-            if key == "TASKGATE_LISTEN":
-                env[key] = "127.0.0.1:0"
-            elif value.startswith("0.0.0.0:"):
-                env[key] = f"127.0.0.1:{free_port()}"  # Metrics: a port of this test's own.
+            if value.startswith("0.0.0.0:"):
+                env[key] = "127.0.0.1:0"  # gRPC and metrics: ports of this test's own.
         return env
 
     def start(self, compose: ComposeFile, name: str, log_dir: Path) -> ManagedProcess:

@@ -14,6 +14,7 @@ import secrets
 import signal
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 
 import grpc
@@ -207,7 +208,11 @@ def test_development_services_run_the_checkout_in_plaintext(tmp_path: Path) -> N
 
 def test_make_run_serves_until_ctrl_c(tmp_path: Path) -> None:
     env = clean_env()
-    env.update(TASKGATE_LISTEN="127.0.0.1:0", TASKGATE_RUN_DIR=str(tmp_path))
+    env.update(
+        TASKGATE_LISTEN="127.0.0.1:0",
+        TASKGATE_METRICS_LISTEN="127.0.0.1:0",  # the default, 9464, may be held by another
+        TASKGATE_RUN_DIR=str(tmp_path),
+    )
     output = tmp_path / "make-run.out"
     with output.open("wb") as sink:
         # A session of its own, so the Ctrl-C below reaches its whole process group,
@@ -235,6 +240,10 @@ def test_make_run_serves_until_ctrl_c(tmp_path: Path) -> None:
         assert ":6379/" not in greeting
         with grpc.insecure_channel(address.group(1)) as channel:
             assert add_2_and_3(channel) == "5"
+        metrics = re.search(r"Metrics: (http://127\.0\.0\.1:\d+/metrics)", greeting)
+        assert metrics, greeting
+        with urllib.request.urlopen(metrics.group(1), timeout=5) as scraped:
+            assert b"grpc_server_handled_total{" in scraped.read()
 
         os.killpg(run.pid, signal.SIGINT)
         assert run.wait(timeout=20) == 0, output.read_text()

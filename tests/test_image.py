@@ -146,7 +146,14 @@ def test_a_gateway_and_workers_from_the_image_run_tasks(image_root: Path) -> Non
     ).stdout
     assert imported.count(str(image_root / "venv")) == 2, imported  # Not the checkout.
     redis = RedisServer(image_root)
-    env = host.env({"CELERY_BROKER_URL": redis.url, "CELERY_RESULT_BACKEND": redis.url})
+    env = host.env(
+        {
+            "CELERY_BROKER_URL": redis.url,
+            "CELERY_RESULT_BACKEND": redis.url,
+            "TASKGATE_LISTEN": "0.0.0.0:50051",
+            "TASKGATE_METRICS_LISTEN": "0.0.0.0:9464",
+        }
+    )
     worker = host.argv(ComposeFile(PRODUCTION, {"REDIS_PASSWORD": "-"}).command("worker"))
     gateway_env = {**env, "TASKGATE_TASKS": "tasks.*,billing.*"}
     start = functools.partial(ManagedProcess, log_dir=image_root, cwd=home)

@@ -146,3 +146,17 @@ def test_copies_of_a_message_run_the_task_once(
         publisher.close()
     with redis.Redis.from_url(redis_server.db_url(2)) as client:
         assert runs(client, key) == 1
+
+
+def test_the_callers_traceparent_reaches_the_task_through_send_task(rabbit: RabbitStack) -> None:
+    traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    request = pb.SubmitRequest(task="tasks.echo_request", args_json='["traceparent", "tracestate"]')
+    response = rabbit.stub.Execute(
+        pb.ExecuteRequest(submit=request, wait=Duration(seconds=20)),
+        metadata=(("traceparent", traceparent), ("tracestate", "congo=t61rcWkgMzE")),
+        timeout=30,
+    )
+    assert json.loads(response.result_json)["headers"] == {
+        "traceparent": traceparent,
+        "tracestate": "congo=t61rcWkgMzE",
+    }

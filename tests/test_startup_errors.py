@@ -67,6 +67,9 @@ def test_a_tokens_file_that_cannot_be_used_stops_the_gateway(
 
 SETTINGS = {
     "TASKGATE_LOG_LEVEL": ("verbose", "DEBUG, INFO"),
+    "TASKGATE_LOG_FORMAT": ("xml", "text, json"),
+    "TASKGATE_ACCESS_LOG": ("maybe", "on or off"),
+    "TASKGATE_TRACING": ("zipkin", "off, otel"),
     "TASKGATE_LISTEN": ("localhost", "host:port"),
     "TASKGATE_MAX_WAIT": ("nan", "a positive number"),
     "TASKGATE_GRACE": ("inf", "a positive number"),
@@ -95,7 +98,11 @@ WORKER_COMMANDS = {
 @pytest.mark.parametrize("command", sorted(WORKER_COMMANDS))
 @pytest.mark.parametrize(
     ("name", "value"),
-    [("TASKGATE_TASK_MODULES", "worker.taks"), ("CELERY_CONFIG_MODULE", "celeryconfg")],
+    [
+        ("TASKGATE_TASK_MODULES", "worker.taks"),
+        ("CELERY_CONFIG_MODULE", "celeryconfg"),
+        ("TASKGATE_LOG_FORMAT", "xml"),
+    ],
 )
 def test_a_module_typo_stops_the_worker_with_one_line(
     stack_env: dict[str, str], command: str, name: str, value: str

@@ -100,6 +100,24 @@ def test_waits_sharing_a_deadline_end_one_reply_apart(crowd: int) -> None:
     assert first_end == pytest.approx(first_deadline - margin, abs=0.001)
 
 
+def test_a_crowd_larger_than_its_wait_allows_still_ends_every_wait() -> None:
+    """Checks WaitEnds alone: 1,200 waits of 1 s, one reply (1 ms) apart, do not fit
+    before their end; those pushed below now end now, and every wait is released without
+    error (a crowd like this once left the ends unsorted, and GetResult answered INTERNAL)."""
+
+    async def crowd() -> tuple[list[float], list[float]]:
+        ends = WaitEnds(margin=0.05, per_reply=0.001)
+        with ExitStack() as stack:
+            for _ in range(1200):
+                stack.enter_context(ends.reserve(1.0, None, cap=300))
+            held = list(ends._ends)
+        return held, ends._ends
+
+    held, left = asyncio.run(crowd())
+    assert held == sorted(held)
+    assert left == []
+
+
 def test_a_short_wait_keeps_its_length_among_long_ones() -> None:
     """Checks that only waits ending near a deadline crowd it: a 1 s wait with a 1 s
     deadline, among 1,000 waits that end in 60 s, still waits 1 s less the margin."""

@@ -1,6 +1,7 @@
 """The workers' Celery app, found by `celery -A worker worker`."""
 
 import logging
+import os
 import sys
 from typing import Any
 
@@ -8,11 +9,18 @@ from celery.signals import celeryd_after_setup
 
 from worker.config import CelerySettings
 from worker.factory import ConfigurationError, create_app, describe
+from worker.logs import install_json_logs, log_format
+from worker.tracing import install_worker_tracing, tracing_exporters
 
 logger = logging.getLogger(__name__)
 
 try:
     app = create_app(CelerySettings.from_env())
+    if log_format(os.environ) == "json":
+        install_json_logs()
+    exporters = tracing_exporters(os.environ)
+    if exporters is not None:
+        install_worker_tracing(exporters)
 except ConfigurationError as exc:
     # Celery's command line prints the traceback of any error raised here; an operator
     # needs the one line that names the setting (and exit status 1) instead.

@@ -1,0 +1,195 @@
+"""The gRPC server series of go-grpc-prometheus, counted by the outermost interceptor.
+
+Names, labels, `grpc_type` values and `grpc_code` spellings (Go's `codes.Code.String()`:
+`OK`, `Canceled`, `NotFound`, ...) are go-grpc-prometheus's, so that the common gRPC
+dashboards work unchanged. A call refused inside the chain (authentication, limits,
+an unreadable request) is counted with the code it got.
+"""
+
+from __future__ import annotations
+
+import inspect
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeAlias
+
+import grpc
+
+from server.observability import metrics
+from server.observability.grpc_names import GO_CODE_NAMES, STATUS_CODES, split_method
+
+MethodHandler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
+Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
+
+
+def initialize(types: dict[str, str]) -> None:
+    """Create every method's series at zero, as go-grpc-prometheus's InitializeMetrics does,
+    so that `rate()` sees a method's first call."""
+    for method, grpc_type in types.items():
+        labels = (grpc_type, *split_method(method))
+        for family in (metrics.GRPC_STARTED, metrics.GRPC_RECEIVED, metrics.GRPC_SENT):
+            family.labels(*labels)
+        metrics.GRPC_HANDLING.labels(*labels)
+        for name in GO_CODE_NAMES.values():
+            metrics.GRPC_HANDLED.labels(*labels, name)
+
+
+def _handler_type(handler: MethodHandler) -> str:
+    if handler.unary_unary is not None:
+        return "unary"
+    if handler.unary_stream is not None:
+        return "server_stream"
+    return "client_stream" if handler.stream_unary is not None else "bidi_stream"
+
+
+class _Call:
+    """One call's series: counts messages both ways and its end, with its code."""
+
+    def __init__(self, grpc_type: str, method: str) -> None:
+        self.labels = (grpc_type, *split_method(method))
+        self._started = time.perf_counter()
+        metrics.GRPC_STARTED.labels(*self.labels).inc()
+
+    def received(self) -> None:
+        metrics.GRPC_RECEIVED.labels(*self.labels).inc()
+
+    def sent(self) -> None:
+        metrics.GRPC_SENT.labels(*self.labels).inc()
+
+    def handled(self, code: grpc.StatusCode) -> None:
+        metrics.GRPC_HANDLED.labels(*self.labels, GO_CODE_NAMES[code]).inc()
+        metrics.GRPC_HANDLING.labels(*self.labels).observe(time.perf_counter() - self._started)
+
+
+def _code_set(context: Context) -> grpc.StatusCode | None:
+    code: Any = context.code()
+    if isinstance(code, int):
+        return STATUS_CODES.get(code)
+    return code if isinstance(code, grpc.StatusCode) else None
+
+
+def _ended(context: Context, error: BaseException | None) -> grpc.StatusCode:
+    """The code the caller gets: the one set or aborted with, else from how it ended."""
+    code = _code_set(context)
+    if code is not None:
+        return code
+    if error is None or isinstance(error, grpc.aio.AbortError):
+        return grpc.StatusCode.OK
+    if isinstance(error, BaseException) and not isinstance(error, Exception):
+        remaining = context.time_remaining()
+        expired = remaining is not None and remaining <= 0
+        return grpc.StatusCode.DEADLINE_EXCEEDED if expired else grpc.StatusCode.CANCELLED
+    return grpc.StatusCode.UNKNOWN
+
+
+class _CountingContext:
+    """The call's context, counting what the handlers read and write through it
+    (TaskService's handlers read their request with `context.read()`)."""
+
+    def __init__(self, context: Context, call: _Call) -> None:
+        self._context = context
+        self._call = call
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._context, name)
+
+    async def read(self) -> Any:
+        message = await self._context.read()
+        if message is not grpc.aio.EOF:
+            self._call.received()
+        return message
+
+    async def write(self, message: Any) -> None:
+        await self._context.write(message)
+        self._call.sent()
+
+
+async def _counted(requests: AsyncIterator[Any], call: _Call) -> AsyncIterator[Any]:
+    async for request in requests:
+        call.received()
+        yield request
+
+
+Behaviour: TypeAlias = Callable[..., Any]
+
+
+def _measured(
+    behaviour: Behaviour, grpc_type: str, method: str, request_streams: bool
+) -> Behaviour:
+    """`behaviour` (a coroutine or async generator function) with its call counted."""
+
+    def begin(request: Any, context: Context) -> tuple[_Call, Any, Any]:
+        call = _Call(grpc_type, method)
+        if request_streams:
+            request = _counted(request, call)
+        else:
+            call.received()
+        return call, request, _CountingContext(context, call)
+
+    if inspect.isasyncgenfunction(behaviour):
+
+        async def stream(request: Any, context: Context) -> AsyncIterator[Any]:
+            call, request, counting = begin(request, context)
+            error: BaseException | None = None
+            try:
+                async for response in behaviour(request, counting):
+                    yield response
+                    call.sent()
+            except BaseException as exc:
+                error = exc
+                raise
+            finally:
+                call.handled(_ended(context, error))
+
+        return stream
+
+    async def unary(request: Any, context: Context) -> Any:
+        call, request, counting = begin(request, context)
+        error: BaseException | None = None
+        try:
+            response = await behaviour(request, counting)
+            if response is not None:
+                call.sent()
+            return response
+        except BaseException as exc:
+            error = exc
+            raise
+        finally:
+            call.handled(_ended(context, error))
+
+    return unary
+
+
+class MetricsInterceptor(grpc.aio.ServerInterceptor):
+    """Counts every call the server handles; outermost, so refusals inside count too."""
+
+    def __init__(self, types: dict[str, str]) -> None:
+        self._types = types  # the proto's own types: TaskService is served client-streaming
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[MethodHandler | None]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> MethodHandler | None:
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return None
+        method = handler_call_details.method
+        grpc_type = self._types.get(method) or _handler_type(handler)
+        serialization = {
+            "request_deserializer": handler.request_deserializer,
+            "response_serializer": handler.response_serializer,
+        }
+        if handler.unary_unary is not None:
+            wrapped = _measured(handler.unary_unary, grpc_type, method, False)
+            return grpc.unary_unary_rpc_method_handler(wrapped, **serialization)
+        if handler.unary_stream is not None:
+            wrapped = _measured(handler.unary_stream, grpc_type, method, False)
+            return grpc.unary_stream_rpc_method_handler(wrapped, **serialization)
+        if handler.stream_unary is not None:
+            wrapped = _measured(handler.stream_unary, grpc_type, method, True)
+            return grpc.stream_unary_rpc_method_handler(wrapped, **serialization)
+        if handler.stream_stream is not None:
+            wrapped = _measured(handler.stream_stream, grpc_type, method, True)
+            return grpc.stream_stream_rpc_method_handler(wrapped, **serialization)
+        return handler
