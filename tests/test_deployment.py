@@ -66,6 +66,14 @@ class Deployment:
         redis.wait_for_log(re.compile(r"Ready to accept connections"))
         return redis
 
+    def scrape_gateway(self) -> str:
+        """The gateway's /metrics, from the address its log names."""
+        gateway = next(p for p in self.started if p.name.endswith("-gateway"))
+        url = gateway.wait_for_log(re.compile(r"metrics on (http://\S+/metrics)")).group(1)
+        with urllib.request.urlopen(url, timeout=5) as scraped:
+            text: str = scraped.read().decode()
+        return text
+
     def check(self, name: str, address: str = "") -> subprocess.CompletedProcess[str]:
         """The service's compose health check, run here."""
         return self.host.check(self.compose, name, address)
@@ -178,8 +186,11 @@ def test_production_services_run_with_password_tokens_and_tls(tmp_path: Path) ->
             with pytest.raises(grpc.RpcError) as refused:
                 add_2_and_3(channel)
             assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        assert "grpc_server_handled_total{" in deployment.scrape_gateway()
         assert deployment.stop() == [0, 0, 0]
         assert password not in deployment.logs()
+        gateway_log = deployment.started[-1].log_text().splitlines()
+        assert all(isinstance(json.loads(line), dict) for line in gateway_log)  # JSON logs
     finally:
         deployment.stop()
 
@@ -200,6 +211,7 @@ def test_development_services_run_the_checkout_in_plaintext(tmp_path: Path) -> N
             assert add_2_and_3(channel) == "5"
         assert deployment.healthy("gateway", address)
         assert not deployment.healthy("gateway", f"127.0.0.1:{free_port()}")
+        assert "grpc_server_handled_total{" in deployment.scrape_gateway()
         # `docker compose stop` sends SIGTERM: every service shuts down cleanly.
         assert deployment.stop() == [0, 0, 0]
     finally:
