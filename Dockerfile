@@ -1,9 +1,9 @@
-# syntax=docker/dockerfile:1
 # One image for both sides of taskgate (see docker-compose.yml):
 #   the gateway, by default:  python -m server
 #   a worker:                 celery -A worker worker --loglevel=INFO
 # tests/test_image.py runs this file's RUN commands and ENV into a fresh virtualenv and
 # starts a gateway and a worker from it, so keep them runnable as they are written.
+# RUN --mount needs BuildKit: the default builder since Docker Engine 23.
 #
 # The base is a full version tag, not a digest: a digest pins one build forever, security
 # fixes to Debian's packages included, while the tag moves only with those rebuilds.
