@@ -9,7 +9,7 @@ PROTO_BASE ?= main
 # in its tree needs an install script).
 NODE_MODULES := $(if $(shell command -v npm),examples/node/node_modules/.package-lock.json)
 
-.PHONY: run test lint typecheck proto bench clean
+.PHONY: run test lint typecheck proto bench lock clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -43,6 +43,15 @@ bench: $(STAMP)
 ## Regenerate the Python stubs in taskgate/v1 and the API reference docs/api.md from proto/.
 proto: $(STAMP)
 	$(BIN)/python -m taskgate.codegen
+
+## Pin the image's runtime dependencies, with hashes, in requirements/runtime.lock (uv).
+## Versions already pinned stay; `make lock LOCK_ARGS=--upgrade` moves all to the newest.
+LOCK_FILE ?= requirements/runtime.lock
+UV ?= $(BIN)/uv
+lock: $(STAMP)
+	$(UV) pip compile pyproject.toml --quiet --generate-hashes \
+		--python-version 3.11 --python-platform x86_64-unknown-linux-gnu \
+		--custom-compile-command 'make lock' --output-file $(LOCK_FILE) $(LOCK_ARGS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache examples/node/node_modules

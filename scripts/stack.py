@@ -50,12 +50,19 @@ def wait_until(check: Callable[[], bool], what: str, timeout: float = READY_TIME
 class ManagedProcess:
     """A child process whose output goes to a log file, stopped with SIGTERM then SIGKILL."""
 
-    def __init__(self, name: str, argv: list[str], env: Mapping[str, str], log_dir: Path) -> None:
+    def __init__(
+        self,
+        name: str,
+        argv: list[str],
+        env: Mapping[str, str],
+        log_dir: Path,
+        cwd: Path = REPO_ROOT,
+    ) -> None:
         self.name = name
         self.log_path = log_dir / f"{name}.log"
         self._log = self.log_path.open("ab")
         self.popen = subprocess.Popen(
-            argv, env=dict(env), cwd=REPO_ROOT, stdout=self._log, stderr=subprocess.STDOUT
+            argv, env=dict(env), cwd=cwd, stdout=self._log, stderr=subprocess.STDOUT
         )
 
     def log_text(self) -> str:

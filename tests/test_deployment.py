@@ -1,150 +1,36 @@
-"""The deployment files and `make run`, proved without Docker.
+"""The compose files and `make run`, proved without Docker.
 
-No Docker engine runs on the development and CI machines, so the compose file's
-worker and gateway commands, environment and health check run here as local
-processes against a private redis-server: the same commands the containers run.
+No Docker engine runs on the development and CI machines, so each compose service's
+command, environment and health check run here as local processes (tests/compose_helpers.py)
+against a redis-server started with the compose file's own command: the same commands
+the containers run, with the same passwords, tokens and certificates.
 """
 
 import contextlib
-import functools
 import json
 import os
 import re
-import shlex
+import secrets
 import signal
 import subprocess
 import sys
-import tomllib
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import grpc
 import pytest
-import yaml
-from google.protobuf.duration_pb2 import Duration
 
-from scripts.stack import REPO_ROOT, ManagedProcess, RedisServer, StackError, free_port, wait_until
-from taskgate.v1 import task_service_pb2 as pb
-from taskgate.v1 import task_service_pb2_grpc
+from scripts.stack import REPO_ROOT, ManagedProcess, StackError, free_port, wait_until
+from server.auth import digest
+from tests.compose_helpers import GATEWAY_READY, WORKER_READY, ComposeFile, Host, add_2_and_3
+from tests.image_helpers import stages
+from tests.tls_helpers import Authority
 
-GATEWAY_COMMAND = ["python", "-m", "server"]
+PRODUCTION = "docker-compose.yml"
+DEVELOPMENT = "docker-compose.dev.yml"
 WORKER_COMMAND = ["celery", "-A", "worker", "worker", "--loglevel=INFO"]
-COMPOSE_REDIS = "redis:6379"
-HEALTH_ADDRESS = "127.0.0.1:50051"
-LOCAL_PROGRAMS = {"python": [sys.executable], "celery": [sys.executable, "-m", "celery"]}
-
-
-@functools.cache
-def compose() -> dict[str, Any]:
-    """docker-compose.yml, parsed."""
-    parsed: dict[str, Any] = yaml.safe_load((REPO_ROOT / "docker-compose.yml").read_text())
-    return parsed
-
-
-def service(name: str) -> dict[str, Any]:
-    """One service of the compose file."""
-    found: dict[str, Any] = compose()["services"][name]
-    return found
-
-
-def environment(name: str) -> dict[str, str]:
-    """A service's environment, whether the compose file writes it as a mapping or a list."""
-    raw = service(name).get("environment", {})
-    if isinstance(raw, list):
-        return dict(item.split("=", 1) for item in raw)
-    return {key: str(value) for key, value in raw.items()}
-
-
-def command(value: str | list[str]) -> list[str]:
-    """A compose command in exec form."""
-    return shlex.split(value) if isinstance(value, str) else [str(part) for part in value]
-
-
-def local_argv(argv: list[str]) -> list[str]:
-    """A container's command run with this virtualenv's Python."""
-    return [*LOCAL_PROGRAMS[argv[0]], *argv[1:]]
-
-
-def dockerfile() -> list[tuple[str, str]]:
-    """The Dockerfile's instructions as (KEYWORD, arguments), continuation lines joined."""
-    text = (REPO_ROOT / "Dockerfile").read_text()
-    lines = [line for line in text.splitlines() if not line.lstrip().startswith("#")]
-    joined = re.sub(r"\\\n", " ", "\n".join(lines))
-    instructions = []
-    for line in joined.splitlines():
-        if line.strip():
-            keyword, _, arguments = line.strip().partition(" ")
-            instructions.append((keyword.upper(), arguments.strip()))
-    return instructions
-
-
-def add_2_and_3(address: str) -> str:
-    """Submit tasks.add(2, 3) through the gateway and wait up to 10 s for its result."""
-    with grpc.insecure_channel(address) as channel:
-        stub = task_service_pb2_grpc.TaskServiceStub(channel)
-        submitted = stub.Submit(pb.SubmitRequest(task="tasks.add", args_json="[2, 3]"), timeout=10)
-        request = pb.GetResultRequest(task_id=submitted.task_id, wait=Duration(seconds=10))
-        result = stub.GetResult(request, timeout=15)
-    assert result.ready, pb.TaskState.Name(result.state)
-    return result.result_json
-
-
-@pytest.fixture
-def private_redis(tmp_path: Path) -> Iterator[RedisServer]:
-    """A redis-server of this test's own, standing in for the compose `redis` service."""
-    server = RedisServer(tmp_path)
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-def test_dockerfile_installs_the_project_and_runs_the_gateway_as_non_root() -> None:
-    instructions = dockerfile()
-    assert instructions[0] == ("FROM", "python:3.11-slim")
-    copied: dict[str, str] = {}
-    for keyword, arguments in instructions:
-        if keyword == "COPY":
-            *sources, destination = arguments.split()
-            for source in sources:
-                assert (REPO_ROOT / source).exists(), f"COPY {source}: no such file to build from"
-                copied[source] = destination.rstrip("/")
-    installs = [
-        match.group(1)
-        for keyword, arguments in instructions
-        if keyword == "RUN" and (match := re.search(r"pip install (?:-\S+ )*(\S+)", arguments))
-    ]
-    assert installs, "the Dockerfile never runs pip install"
-    project = installs[0].rstrip("/")
-    assert copied["pyproject.toml"] == project
-    pyproject = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())
-    for pattern in pyproject["tool"]["setuptools"]["packages"]["find"]["include"]:
-        package = pattern.rstrip("*")
-        assert copied.get(package) == f"{project}/{package}", f"{package}/ is not in the image"
-    users = [arguments for keyword, arguments in instructions if keyword == "USER"]
-    assert users, "the image runs as root"
-    assert users[-1] not in ("root", "0")
-    cmd = [json.loads(arguments) for keyword, arguments in instructions if keyword == "CMD"]
-    assert cmd[-1] == GATEWAY_COMMAND == command(service("gateway")["command"])
-
-
-def test_compose_declares_redis_a_worker_and_the_gateway() -> None:
-    redis = service("redis")
-    assert redis["image"].startswith("redis:7")
-    assert "--appendonly yes" in " ".join(command(redis["command"]))
-    for name in ("worker", "gateway"):
-        assert service(name)["build"] == "."
-        assert environment(name)["CELERY_BROKER_URL"] == f"redis://{COMPOSE_REDIS}/0"
-        assert environment(name)["CELERY_RESULT_BACKEND"] == f"redis://{COMPOSE_REDIS}/0"
-        assert "redis" in service(name)["depends_on"]
-    assert command(service("worker")["command"]) == WORKER_COMMAND
-    gateway = service("gateway")
-    assert environment("gateway")["TASKGATE_LISTEN"] == "0.0.0.0:50051"
-    assert "50051:50051" in [str(port) for port in gateway["ports"]]
-    assert gateway["healthcheck"]["test"][0] == "CMD"
-    assert HEALTH_ADDRESS in " ".join(gateway["healthcheck"]["test"])
+SECRETS = "/run/secrets"
+TOKEN = "deploy-test-token"
 
 
 def clean_env() -> dict[str, str]:
@@ -152,47 +38,184 @@ def clean_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith(("CELERY_", "TASKGATE_"))}
 
 
-def start_service(name: str, redis: RedisServer, log_dir: Path) -> ManagedProcess:
-    """Run a compose service's command and environment here, against `redis`."""
-    env = clean_env()
-    for key, value in environment(name).items():
-        env[key] = value.replace(COMPOSE_REDIS, f"127.0.0.1:{redis.port}")
-    if "TASKGATE_LISTEN" in env:
-        env["TASKGATE_LISTEN"] = "127.0.0.1:0"
-        env["TASKGATE_METRICS_LISTEN"] = "127.0.0.1:0"  # other gateways may hold 9464
-    env["PYTHONUNBUFFERED"] = "1"  # As the Dockerfile sets it.
-    argv = local_argv(command(service(name)["command"]))
-    return ManagedProcess(f"compose-{name}", argv, env, log_dir)
+class Deployment:
+    """A compose file's services started here, one by one, stopped in reverse."""
+
+    def __init__(self, compose: ComposeFile, host: Host, log_dir: Path) -> None:
+        self.compose = compose
+        self.host = host
+        self.log_dir = log_dir
+        self.started: list[ManagedProcess] = []
+
+    def start(self, name: str, ready: re.Pattern[str]) -> re.Match[str]:
+        """Start service `name`; what matched `ready` in its log once it said it."""
+        process = self.host.start(self.compose, name, self.log_dir)
+        self.started.append(process)
+        return process.wait_for_log(ready)
+
+    def start_gateway(self) -> str:
+        """Start the gateway; the address it listens on."""
+        return "{}:{}".format(*self.start("gateway", GATEWAY_READY).groups())
+
+    def start_redis(self) -> ManagedProcess:
+        """redis-server with the compose command's options, on this test's own port."""
+        local = ["--port", str(self.host.redis_port), "--bind", "127.0.0.1"]
+        argv = [*self.compose.command("redis"), *local, "--dir", str(self.log_dir)]
+        redis = ManagedProcess("compose-redis", argv, clean_env(), self.log_dir)
+        self.started.append(redis)
+        redis.wait_for_log(re.compile(r"Ready to accept connections"))
+        return redis
+
+    def scrape_gateway(self) -> str:
+        """The gateway's /metrics, from the address its log names."""
+        gateway = next(p for p in self.started if p.name.endswith("-gateway"))
+        url = gateway.wait_for_log(re.compile(r"metrics on (http://\S+/metrics)")).group(1)
+        with urllib.request.urlopen(url, timeout=5) as scraped:
+            text: str = scraped.read().decode()
+        return text
+
+    def check(self, name: str, address: str = "") -> subprocess.CompletedProcess[str]:
+        """The service's compose health check, run here."""
+        return self.host.check(self.compose, name, address)
+
+    def healthy(self, name: str, address: str = "") -> bool:
+        """True when the service's compose health check passes here; fails with its output."""
+        done = self.check(name, address)
+        assert done.returncode in (0, 1, 69), f"{done.args} did not run: {done.stderr}"
+        return done.returncode == 0
+
+    def stop(self) -> list[int]:
+        """SIGTERM every service, the last started first; their exit codes."""
+        return [process.stop() for process in reversed(self.started)]
+
+    def logs(self) -> str:
+        """Everything every service has written."""
+        return "".join(process.log_text() for process in self.started)
 
 
-def healthcheck(address: str) -> subprocess.CompletedProcess[str]:
-    """The gateway's compose health check, pointed at `address`."""
-    test = [str(part) for part in service("gateway")["healthcheck"]["test"]]
-    argv = local_argv([part.replace(HEALTH_ADDRESS, address) for part in test[1:]])
-    return subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False)
+def production_secrets(directory: Path) -> dict[str, str]:
+    """Compose's `.env` for the production file, and its secret files in `directory`."""
+    compose = ComposeFile(PRODUCTION, {"REDIS_PASSWORD": "x"})
+    authority = Authority(directory, "deploy")
+    issued = authority.issue("gateway", dns=("gateway",))
+    entry = {"name": "deploy", "sha256": digest(TOKEN).hex(), "tasks": ["tasks.*"]}
+    files = {
+        "tokens.json": json.dumps({"tokens": [entry]}).encode(),
+        "gateway.pem": issued.cert_pem(),
+        "gateway.key": issued.key_pem(),
+        "ca.pem": authority.cert_pem(),
+    }
+    assert set(files) == set(compose.data["secrets"]), "a secret of the compose file is untested"
+    (directory / "secrets").mkdir()
+    for name, content in files.items():
+        (directory / "secrets" / name).write_bytes(content)
+    return {"REDIS_PASSWORD": secrets.token_hex(16)}
 
 
-def test_compose_worker_and_gateway_run_a_task(private_redis: RedisServer, tmp_path: Path) -> None:
-    started: list[ManagedProcess] = []
+def tls_channel(address: str, ca: Path) -> grpc.Channel:
+    """A TLS channel trusting `ca`, checking the certificate's name `gateway`."""
+    credentials = grpc.ssl_channel_credentials(ca.read_bytes())
+    options = [("grpc.ssl_target_name_override", "gateway")]
+    return grpc.secure_channel(address, credentials, options)
+
+
+def test_compose_files_start_what_the_image_runs() -> None:
+    image = stages()[-1]
+    for name in (PRODUCTION, DEVELOPMENT):
+        compose = ComposeFile(name, {"REDIS_PASSWORD": "pw"})
+        assert compose.service("redis")["image"].startswith("redis:7")
+        assert compose.command("gateway") == image.cmd()
+        assert compose.command("worker") == WORKER_COMMAND
+        for service in compose.data["services"]:
+            assert "test" in compose.service(service)["healthcheck"], f"{name}: {service}"
+        for service in ("worker", "gateway"):
+            assert compose.service(service)["build"] == "."
+            assert "redis" in compose.service(service)["depends_on"]
+
+
+def test_production_compose_needs_a_password_and_publishes_no_host_port() -> None:
+    with pytest.raises(ValueError, match="REDIS_PASSWORD"):
+        ComposeFile(PRODUCTION, {})
+    compose = ComposeFile(PRODUCTION, {"REDIS_PASSWORD": "pw"})
+    redis = " ".join(compose.command("redis"))
+    assert "--requirepass pw" in redis
+    assert "--appendonly yes" in redis
+    assert "--appendfsync always" in redis
+    for service in ("worker", "gateway"):
+        for variable in ("CELERY_BROKER_URL", "CELERY_RESULT_BACKEND"):
+            assert compose.environment(service)[variable] == "redis://:pw@redis:6379/0"
+    for service in compose.data["services"]:
+        assert "ports" not in compose.service(service), f"{service}: --scale would clash"
+    gateway = compose.environment("gateway")
+    assert gateway["TASKGATE_METRICS_LISTEN"] == "0.0.0.0:9464"
+    assert [str(port) for port in compose.service("gateway")["expose"]] == ["50051", "9464"]
+    mounted = {f"{SECRETS}/{name}" for name in compose.service("gateway")["secrets"]}
+    for variable in ("TASKGATE_TOKENS_FILE", "TASKGATE_TLS_CERT", "TASKGATE_TLS_KEY"):
+        assert gateway[variable] in mounted, variable
+
+
+def test_production_services_run_with_password_tokens_and_tls(tmp_path: Path) -> None:
+    variables = production_secrets(tmp_path)
+    password = variables["REDIS_PASSWORD"]
+    compose = ComposeFile(PRODUCTION, variables)
+    home = tmp_path / "home"
+    home.mkdir()
+    paths = {SECRETS: tmp_path / "secrets", stages()[-1].workdir(): home}
+    deployment = Deployment(compose, Host(free_port(), paths), tmp_path)
     try:
-        worker = start_service("worker", private_redis, tmp_path)
-        started.append(worker)
-        worker.wait_for_log(re.compile(r"@\S+ ready\."))
-        gateway = start_service("gateway", private_redis, tmp_path)
-        started.append(gateway)
-        ready = gateway.wait_for_log(re.compile(r"taskgate listening on (\S+):(\d+)"))
-        address = f"{ready.group(1)}:{ready.group(2)}"
+        redis = deployment.start_redis()
+        assert deployment.healthy("redis")
+        # What `ps` shows: Redis renames its process, so its password is not there.
+        cmdline = Path(f"/proc/{redis.popen.pid}/cmdline").read_text()
+        assert password not in cmdline
+        wrong = ComposeFile(PRODUCTION, {"REDIS_PASSWORD": "wrong"})
+        wrong_password = deployment.host.check(wrong, "redis")
+        assert wrong_password.returncode == 1, wrong_password.stderr
+        assert "WRONGPASS" in wrong_password.stderr
+        no_worker = deployment.check("worker")
+        assert no_worker.returncode != 0
+        assert "No nodes replied" in no_worker.stdout + no_worker.stderr
 
-        assert add_2_and_3(address) == "5"
-        healthy = healthcheck(address)
-        assert healthy.returncode == 0, healthy.stderr
-        assert healthcheck(f"127.0.0.1:{free_port()}").returncode != 0
+        deployment.start("worker", WORKER_READY)
+        assert deployment.healthy("worker")
+        address = deployment.start_gateway()
+        assert deployment.healthy("gateway", address)
 
-        # `docker compose stop` sends SIGTERM: both must shut down cleanly.
-        assert [process.stop() for process in reversed(started)] == [0, 0]
+        with tls_channel(address, tmp_path / "secrets" / "ca.pem") as channel:
+            assert add_2_and_3(channel, TOKEN) == "5"
+            with pytest.raises(grpc.RpcError) as refused:
+                add_2_and_3(channel)
+            assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        assert "grpc_server_handled_total{" in deployment.scrape_gateway()
+        assert deployment.stop() == [0, 0, 0]
+        assert password not in deployment.logs()
+        gateway_log = deployment.started[-1].log_text().splitlines()
+        assert all(isinstance(json.loads(line), dict) for line in gateway_log)  # JSON logs
     finally:
-        for process in reversed(started):
-            process.stop()
+        deployment.stop()
+
+
+def test_development_services_run_the_checkout_in_plaintext(tmp_path: Path) -> None:
+    compose = ComposeFile(DEVELOPMENT)
+    assert ".:/src:ro" in compose.service("gateway")["volumes"]
+    assert compose.service("gateway")["ports"][0] == "127.0.0.1:50051:50051"
+    assert not any(key.startswith("TASKGATE_TLS") for key in compose.environment("gateway"))
+    deployment = Deployment(compose, Host(free_port(), {"/src": REPO_ROOT}), tmp_path)
+    try:
+        deployment.start_redis()
+        assert deployment.healthy("redis")
+        deployment.start("worker", WORKER_READY)
+        assert deployment.healthy("worker")
+        address = deployment.start_gateway()
+        with grpc.insecure_channel(address) as channel:
+            assert add_2_and_3(channel) == "5"
+        assert deployment.healthy("gateway", address)
+        assert not deployment.healthy("gateway", f"127.0.0.1:{free_port()}")
+        assert "grpc_server_handled_total{" in deployment.scrape_gateway()
+        # `docker compose stop` sends SIGTERM: every service shuts down cleanly.
+        assert deployment.stop() == [0, 0, 0]
+    finally:
+        deployment.stop()
 
 
 def test_make_run_serves_until_ctrl_c(tmp_path: Path) -> None:
@@ -227,7 +250,8 @@ def test_make_run_serves_until_ctrl_c(tmp_path: Path) -> None:
         assert address, greeting
         assert "redis://127.0.0.1:" in greeting
         assert ":6379/" not in greeting
-        assert add_2_and_3(address.group(1)) == "5"
+        with grpc.insecure_channel(address.group(1)) as channel:
+            assert add_2_and_3(channel) == "5"
         metrics = re.search(r"Metrics: (http://127\.0\.0\.1:\d+/metrics)", greeting)
         assert metrics, greeting
         with urllib.request.urlopen(metrics.group(1), timeout=5) as scraped:

@@ -1,0 +1,1 @@
+"""An example package of tasks, built into a worker image by examples/worker-image/Dockerfile."""
