@@ -7,7 +7,10 @@ on both (the back network only so that the test can look into Redis). The
 client balances over both gateways the way a gRPC client in a mesh does:
 round robin over their addresses, client-side health checking on the
 readiness service name, and retries of UNAVAILABLE. Every Submit carries an
-idempotency key, so a retried Submit can never queue a second task.
+idempotency key, so a retried Submit can never queue a second task, and a call that
+still ends UNAVAILABLE or DEADLINE_EXCEEDED (one caught on a gateway as it loses Redis
+holds a Redis command for its socket timeout) is tried again with it, as the contract
+asks of a caller.
 
 A host is "cut off" by pulling its cable: its side of the veth pair goes down.
 """
@@ -49,6 +52,9 @@ READINESS = "taskgate.v1.TaskService"
 VISIBILITY_SECONDS = 4
 # How long the gateway's readiness may take to follow a lost or found Redis.
 READINESS_BOUND = 30.0
+# A caller's tries of one call, and the codes after which it tries again.
+ATTEMPTS = 3
+RETRIED = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
 BALANCED_SERVICE_CONFIG = json.dumps(
     {
         "loadBalancingConfig": [{"round_robin": {}}],
@@ -195,12 +201,21 @@ class Traffic:
         ask = pb.SubmitRequest(
             task="tasks.add", args_json=json.dumps([number, number]), idempotency_key=unique()
         )
-        try:
-            task_id = self.stub.Submit(ask, timeout=10).task_id
-            result = await_result(self.stub, task_id, timeout=30)
-        except (grpc.RpcError, AssertionError) as exc:
-            self.failures.append(f"call {number}: {exc}")
-            return
+        for attempt in range(1, ATTEMPTS + 1):
+            try:
+                task_id = self.stub.Submit(ask, timeout=10).task_id
+                result = await_result(self.stub, task_id, timeout=30)
+                break
+            except grpc.RpcError as exc:
+                # What the contract asks of a caller: a Submit that ended UNAVAILABLE or
+                # DEADLINE_EXCEEDED may have been queued, so it is retried with its key.
+                # A call caught on a gateway at the moment it loses Redis ends so.
+                if exc.code() not in RETRIED or attempt == ATTEMPTS:
+                    self.failures.append(f"call {number}: {exc}")
+                    return
+            except AssertionError as exc:
+                self.failures.append(f"call {number}: {exc}")
+                return
         if result.result_json != str(2 * number):
             self.failures.append(f"call {number}: {result.result_json!r}")
             return
