@@ -44,12 +44,13 @@ bench: $(STAMP)
 proto: $(STAMP)
 	$(BIN)/python -m taskgate.codegen
 
-## Pin the image's runtime dependencies, with hashes, in requirements/runtime.lock (uv).
+## Pin the image's runtime dependencies (with the otel extra, so the image can trace),
+## with hashes, in requirements/runtime.lock (uv).
 ## Versions already pinned stay; `make lock LOCK_ARGS=--upgrade` moves all to the newest.
 LOCK_FILE ?= requirements/runtime.lock
 UV ?= $(BIN)/uv
 lock: $(STAMP)
-	$(UV) pip compile pyproject.toml --quiet --generate-hashes \
+	$(UV) pip compile pyproject.toml --extra otel --quiet --generate-hashes \
 		--python-version 3.11 --python-platform x86_64-unknown-linux-gnu \
 		--custom-compile-command 'make lock' --output-file $(LOCK_FILE) $(LOCK_ARGS)
 
