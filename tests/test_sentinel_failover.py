@@ -92,7 +92,7 @@ def _start_taskgate(lab: netns.Lab, sentinels: SentinelSet, log_dir: Path) -> St
     env = fault_env(sentinels.url(), sentinels.url(), config_dir=log_dir)
     gateway_host = lab.add_host("gw", {"net": 11})
     worker_host = lab.add_host("w", {"net": 21})
-    gateway = Gateway(env, log_dir, f"0.0.0.0:{GATEWAY_PORT}", gateway_host.command([]))
+    gateway = Gateway(env, log_dir, f"0.0.0.0:{GATEWAY_PORT}", run_on=gateway_host.command([]))
     worker = start_worker(env, log_dir, name="w-sentinel", run_on=worker_host.command([]))
     return Stack(lab, sentinels, gateway, worker)
 

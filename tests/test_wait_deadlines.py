@@ -151,4 +151,3 @@ def test_a_wait_ended_gives_back_its_place() -> None:
         return len(ends)
 
     assert asyncio.run(ends_left()) == 0
-
