@@ -10,6 +10,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import grpc
@@ -18,6 +19,8 @@ import redis
 from google.protobuf.duration_pb2 import Duration
 
 from scripts.stack import REPO_ROOT, Gateway, RedisServer, celery_env, wait_until
+from server.config import GatewaySettings, ObservabilitySettings
+from server.process_group import member_settings
 from taskgate.v1 import task_service_pb2 as pb
 from taskgate.v1 import task_service_pb2_grpc as pb_grpc
 from tests.test_startup_errors import assert_one_line_error
@@ -166,3 +169,18 @@ def test_a_stranger_on_the_port_stops_the_group_with_one_line(
             check=False,
         )
     assert_one_line_error(finished, "TASKGATE_LISTEN", address, "Address already in use")
+
+
+def test_each_process_serves_metrics_on_a_port_of_its_own() -> None:
+    def metrics_of(listen: str | None, number: int) -> str | None:
+        observability = replace(ObservabilitySettings(), metrics_listen=listen)
+        settings = GatewaySettings(observability=observability)
+        return member_settings(settings, number).observability.metrics_listen
+
+    assert [metrics_of("127.0.0.1:9464", n) for n in range(3)] == [
+        "127.0.0.1:9464",
+        "127.0.0.1:9465",
+        "127.0.0.1:9466",
+    ]
+    assert metrics_of("127.0.0.1:0", 2) == "127.0.0.1:0"  # each picks a free port
+    assert metrics_of(None, 1) is None  # metrics off stays off
