@@ -3,6 +3,7 @@
 import asyncio
 import logging
 import signal
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -171,8 +172,9 @@ def catalog_and_registry(
     return catalog, registry
 
 
-async def start(settings: GatewaySettings) -> RunningGateway:
-    """Build everything and start serving on `settings.listen`."""
+async def start(settings: GatewaySettings, shared_port: bool = False) -> RunningGateway:
+    """Build everything and start serving on `settings.listen` (`shared_port`: as one
+    process of a group, server/process_group.py)."""
     if settings.trace_exporters is not None:
         TRACING.enable_otel(settings.trace_exporters)
     celery_app = create_gateway_app(settings.celery)
@@ -216,6 +218,7 @@ async def start(settings: GatewaySettings) -> RunningGateway:
         settings.max_wait_seconds,
         outer=[MetricsInterceptor(types)],
         on_limit=count_limit,
+        shared_port=shared_port,
     )
     pb_grpc.add_TaskServiceServicer_to_server(servicer, server)
     health_servicer = health.aio.HealthServicer()
@@ -223,7 +226,7 @@ async def start(settings: GatewaySettings) -> RunningGateway:
     reflection.enable_server_reflection(
         (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
     )
-    port = bind(server, settings.listen, settings.security)
+    port = bind(server, settings.listen, settings.security, shared_port)
     start_metrics(settings.observability)
     await server.start()
     operations = await start_operations(
@@ -248,12 +251,19 @@ async def start(settings: GatewaySettings) -> RunningGateway:
     )
 
 
-async def serve(settings: GatewaySettings) -> None:
-    """Run until SIGTERM or SIGINT, then shut down gracefully."""
-    running = await start(settings)
+async def serve(
+    settings: GatewaySettings,
+    shared_port: bool = False,
+    on_listening: Callable[[], None] | None = None,
+) -> None:
+    """Run until SIGTERM or SIGINT, then shut down gracefully; `on_listening` is called
+    once the gateway serves."""
+    running = await start(settings, shared_port)
     logger.info("task catalog: %s (celery.* never)", ", ".join(settings.task_patterns))
     host = settings.listen.rpartition(":")[0]
     logger.info("taskgate listening on %s:%d", host, running.port)
+    if on_listening is not None:
+        on_listening()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):

@@ -276,6 +276,9 @@ class GatewaySettings:
     observability: ObservabilitySettings = field(default_factory=ObservabilitySettings)
     """Readiness checks and metrics."""
 
+    processes: int = 1
+    """`TASKGATE_PROCESSES`: gateway processes serving the one port (SO_REUSEPORT)."""
+
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> "GatewaySettings":
         """Read the settings from environment variables, with the defaults above."""
@@ -296,6 +299,7 @@ class GatewaySettings:
             tracebacks=_switch(env, "TASKGATE_TRACEBACKS", True),
             trace_exporters=tracing_exporters(env),
             observability=ObservabilitySettings.from_env(env),
+            processes=_whole(env, "TASKGATE_PROCESSES", 1),
         )
 
 

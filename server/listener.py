@@ -18,9 +18,10 @@ from worker.factory import ConfigurationError
 
 logger = logging.getLogger(__name__)
 
-NO_SHARED_PORT = ("grpc.so_reuseport", 0)
+REUSE_PORT = "grpc.so_reuseport"
 """gRPC shares a port with any process that asks by default (SO_REUSEPORT): a stale
-gateway would silently take part of the connections. Off, a taken port fails the start."""
+gateway would silently take part of the connections. Off, a taken port fails the start;
+on only in the processes of one gateway (server/process_group.py)."""
 
 
 def gateway_interceptor(
@@ -51,11 +52,14 @@ def grpc_server(
     security: SecuritySettings,
     authenticator: TokenAuthenticator,
     max_wait_seconds: float,
+    *,
     outer: Sequence[grpc.aio.ServerInterceptor] = (),
     on_limit: Callable[[str, str], None] | None = None,
+    shared_port: bool = False,
 ) -> grpc.aio.Server:
     """An asyncio gRPC server with the gateway's interceptor and message and queue limits;
-    `outer` interceptors (metrics, access logs) see every call, refused ones too."""
+    `outer` interceptors (metrics, access logs) see every call, refused ones too;
+    `shared_port` when it is one process of a gateway's group."""
     return grpc.aio.server(
         interceptors=[
             *outer,
@@ -71,7 +75,7 @@ def grpc_server(
             # than our limit, and cancels the overflow silently: size it to match.
             ("grpc.server.max_pending_requests", security.max_concurrent_calls),
             ("grpc.server.max_pending_requests_hard_limit", 2 * security.max_concurrent_calls),
-            NO_SHARED_PORT,
+            (REUSE_PORT, int(shared_port)),
             *connection_options(security, max_wait_seconds),
         ],
         # A backstop under the interceptor's own limit (which answers with RetryInfo):
@@ -126,33 +130,52 @@ def connection_options(
     ]
 
 
-def bind(server: grpc.aio.Server, listen: str, security: SecuritySettings) -> int:
+def bind(
+    server: grpc.aio.Server, listen: str, security: SecuritySettings, shared_port: bool = False
+) -> int:
     """Listen on `listen`, with TLS (and client certificates) when configured.
 
     A port another process holds is a ConfigurationError naming the address, found
-    first with a plain socket: gRPC says only "Failed to bind", and logs it.
+    first with a plain socket: gRPC says only "Failed to bind", and logs it. A process
+    of a group (`shared_port`) skips that check: the group's parent made it, and holds
+    the port for the group since.
     """
-    taken = bind_failure(listen)
+    taken = None if shared_port else bind_failure(listen)
     try:
         if taken is None:
             return _add_port(server, listen, security)
     except RuntimeError:
         taken = "gRPC could not listen there"
-    raise ConfigurationError(
-        f"TASKGATE_LISTEN={listen!r}: {taken}; expected a free local address "
+    raise port_taken(listen, taken)
+
+
+def port_taken(listen: str, reason: str) -> ConfigurationError:
+    """The one-line refusal of a port the gateway cannot have."""
+    return ConfigurationError(
+        f"TASKGATE_LISTEN={listen!r}: {reason}; expected a free local address "
         "(is another gateway or server already running there?)"
     )
 
 
+def host_and_port(listen: str) -> tuple[str, int]:
+    """`listen` as a socket address: the host without IPv6 brackets, the port a number."""
+    host, _, port = listen.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+def socket_for(host: str) -> socket.socket:
+    """A TCP socket of the family of `host`."""
+    return socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+
+
 def bind_failure(listen: str) -> str | None:
     """Why `listen` cannot be bound, as the operating system says it; None when it can."""
-    host, _, port = listen.rpartition(":")
-    host = host.strip("[]")
-    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+    host, port = host_and_port(listen)
+    with socket_for(host) as probe:
         # As gRPC does: connections of an earlier process in TIME_WAIT do not count.
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
-            probe.bind((host, int(port)))
+            probe.bind((host, port))
         except OSError as exc:
             return exc.strerror or str(exc)
     return None

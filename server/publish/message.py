@@ -7,29 +7,31 @@ body serializer (`kombu.serialization.dumps`), the envelope encoder
 module only applies them in the order `send_task` does.
 """
 
-import base64
 import bisect
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 from celery import Celery
+from celery.app.routes import MapRoute
 from celery.utils.saferepr import saferepr
 from kombu import Queue
 from kombu.common import Broadcast
 from kombu.entity import maybe_delivery_mode
-from kombu.serialization import dumps as serialize
 from kombu.transport.redis import PRIORITY_STEPS, Channel
 from kombu.utils.json import dumps as encode_envelope
 
 from server.publish.events import broker_db, sent_event_channel, sent_event_payload
+from server.publish.template import PLACEHOLDER_ID, Envelope, MessageTemplate
 from server.requests import Submission
 
 # Route options the fast path reproduces; any other (serializer, compression,
 # delivery_mode, exchange lookups...) sends the task through `send_task`.
 _ROUTE_OPTIONS = frozenset({"queue", "priority", "exchange", "routing_key", "exchange_type"})
 _MIN_PRIORITY, _MAX_PRIORITY = 0, 9  # kombu's virtual transport clamps to this range
+_TEMPLATES_KEPT = 1024  # (task name, route) pairs whose message layout is kept
+_NO_TIMING: dict[str, Any] = {"countdown": None, "eta": None, "expires": None}
 
 
 @dataclass(frozen=True)
@@ -108,6 +110,10 @@ class MessageBuilder:
         self._delivery_mode = app.conf.task_default_delivery_mode
         url = str(app.conf.broker_write_url or app.conf.broker_url)
         self._event_channel = sent_event_channel(options, broker_db(url))
+        self._templates: dict[tuple[Any, ...], MessageTemplate | None] = {}
+        # A router function may route by the arguments: only map routes go by name alone.
+        routes = cast(Any, app.amqp).router.routes
+        self._by_name = all(isinstance(route, MapRoute) for route in routes)
 
     @property
     def rules(self) -> KeyRules:
@@ -120,11 +126,55 @@ class MessageBuilder:
         options.pop("retry_policy", None)
         headers: dict[str, str] = options.pop("headers", None) or {}
         timing = {name: options.pop(name, None) for name in ("countdown", "eta", "expires")}
+        if self._events and self._event_channel is None:
+            return None
+        if self._events or not self._by_name or any(v is not None for v in timing.values()):
+            # Times are computed from now, events carry the arguments: built afresh.
+            return self._build_afresh(task_id, submission, options, headers, timing)
+        template = self._template(submission.task, options)
+        if template is None:
+            return None
+        reprs = self._reprs(submission)
+        envelope = template.fill(task_id, submission.args, submission.kwargs, reprs, headers)
+        return TaskMessage(task_id, template.queue, template.key, _encoded(envelope))
+
+    def _template(self, task: str, options: dict[str, Any]) -> MessageTemplate | None:
+        key = (task, *sorted(options.items()))
+        if key not in self._templates:
+            if len(self._templates) >= _TEMPLATES_KEPT:  # many names: start afresh
+                self._templates.clear()
+            parts = self._parts(PLACEHOLDER_ID, Submission(task, [], {}), options, _NO_TIMING)
+            self._templates[key] = None if parts is None else MessageTemplate.of(*parts[:3])
+        return self._templates[key]
+
+    def _build_afresh(
+        self,
+        task_id: str,
+        submission: Submission,
+        options: dict[str, Any],
+        headers: dict[str, str],
+        timing: dict[str, Any],
+    ) -> TaskMessage | None:
+        parts = self._parts(task_id, submission, options, timing)
+        if parts is None:
+            return None
+        queue, key, envelope, sent_event = parts
+        envelope.headers.update(headers)
+        event = None
+        if self._event_channel is not None and sent_event is not None:
+            event = (self._event_channel, sent_event_payload(self._app, sent_event, queue.name))
+        return TaskMessage(task_id, queue, key, _encoded(envelope), event)
+
+    def _parts(
+        self, task_id: str, submission: Submission, options: dict[str, Any], timing: dict[str, Any]
+    ) -> tuple[Queue, str, Envelope, dict[str, Any] | None] | None:
+        """Celery's message for the route of `options`: queue, key, envelope, sent event."""
         amqp: Any = self._app.amqp
         route = amqp.router.route(options, submission.task, submission.args, submission.kwargs)
         queue = _direct_queue(route)
-        if queue is None or (self._events and self._event_channel is None):
+        if queue is None:
             return None
+        argsrepr, kwargsrepr = self._reprs(submission)
         message = amqp.as_task_v2(
             task_id,
             submission.task,
@@ -132,33 +182,34 @@ class MessageBuilder:
             submission.kwargs,
             reply_to=self._app.thread_oid,
             # as_task_v2's own rendering, with the setting it would read twice read once
-            argsrepr=saferepr(submission.args, amqp.argsrepr_maxsize, maxlevels=self._repr_levels),
-            kwargsrepr=saferepr(
-                submission.kwargs, amqp.kwargsrepr_maxsize, maxlevels=self._repr_levels
-            ),
+            argsrepr=argsrepr,
+            kwargsrepr=kwargsrepr,
             ignore_result=None,
             create_sent_event=self._events,
             **timing,
         )
-        envelope = self._envelope(message, queue, route.get("priority"), headers, timing["expires"])
-        key = self._rules.queue_key(queue.name, int(envelope["properties"]["priority"]))
-        event = None
-        if self._event_channel is not None and message.sent_event is not None:
-            payload = sent_event_payload(self._app, message.sent_event, queue.name)
-            event = (self._event_channel, payload)
-        return TaskMessage(task_id, queue, key, encode_envelope(envelope), event)
+        message_headers, properties, body, sent_event = message
+        self._add_properties(properties, queue, route.get("priority"), timing["expires"])
+        key = self._rules.queue_key(queue.name, int(properties["priority"]))
+        return queue, key, Envelope(message_headers, properties, body), sent_event
 
-    def _envelope(
+    def _reprs(self, submission: Submission) -> tuple[str, str]:
+        """`argsrepr` and `kwargsrepr`, rendered as `as_task_v2` renders them."""
+        amqp: Any = self._app.amqp
+        levels = self._repr_levels
+        return (
+            saferepr(submission.args, amqp.argsrepr_maxsize, maxlevels=levels),
+            saferepr(submission.kwargs, amqp.kwargsrepr_maxsize, maxlevels=levels),
+        )
+
+    def _add_properties(
         self,
-        message: Any,
+        properties: dict[str, Any],
         queue: Queue,
         priority: int | None,
-        headers: dict[str, str],
         expires: datetime | None,
-    ) -> dict[str, Any]:
-        """What kombu's Producer.publish and the virtual channel add around the message."""
-        message_headers, properties, body, _sent_event = message
-        message_headers.update(headers)
+    ) -> None:
+        """What kombu's Producer.publish and the virtual channel add to the properties."""
         mode = queue.exchange.delivery_mode or self._delivery_mode
         properties["delivery_mode"] = maybe_delivery_mode(mode)
         if expires is not None:
@@ -168,12 +219,7 @@ class MessageBuilder:
         properties["priority"] = priority or 0
         properties["body_encoding"] = "base64"
         properties["delivery_tag"] = str(uuid.uuid4())
-        content_type, content_encoding, data = serialize(body, serializer="json")
-        raw = data.encode(content_encoding) if isinstance(data, str) else data
-        return {
-            "body": base64.b64encode(raw).decode(),
-            "content-encoding": content_encoding,
-            "content-type": content_type,
-            "headers": message_headers,
-            "properties": properties,
-        }
+
+
+def _encoded(envelope: Envelope) -> str:
+    return str(encode_envelope(envelope.encoded()))
