@@ -170,6 +170,12 @@ class GatewayInterceptor(grpc.aio.ServerInterceptor):
         except TimeoutError:
             assert timeout is not None
             raise StreamNotRead(timeout) from None
+        except Exception:
+            # A caller that went away mid-write fails the write with gRPC's own
+            # batch error; that is the stream ending, not a bug of the gateway.
+            if context.cancelled():
+                raise asyncio.CancelledError from None
+            raise
 
     def _unary(self, method: str, inner: UnaryHandler) -> RequestsHandler:
         async def handle(requests: object, context: Context) -> Any:
