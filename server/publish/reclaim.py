@@ -1,0 +1,179 @@
+"""Gives back a message a worker popped off its queue but never received.
+
+kombu's Redis transport takes a message with BRPOP and records it in `unacked` only once
+the worker has the reply; a reply lost on the wire (the worker's host cut off, the worker
+killed at that moment) leaves the message nowhere, and no sweep of kombu's gives it back.
+
+Every few seconds the reclaimer looks at the oldest in-flight copies the publish script
+keeps (server/publish/inflight.py), past a grace. A task whose run claim
+(worker/guard.py) or state exists has started: its copy goes. A message still in its
+list (a backlog) or held in `unacked` (prefetched, or waiting for its countdown) is left,
+and looked at again later. Anything else looks lost; lost at two sweeps in a row (the
+pop-to-record window is milliseconds), it is pushed back onto the end of its list that
+BRPOP takes next, under a short lock so that one gateway of many does it.
+
+It relies on taskgate's workers' run claims: a task of a stock Celery worker that stores
+no result (`ignore_result`) would look lost after it ran, and run again.
+"""
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import cast
+
+from redis.asyncio import Redis
+
+from server.config import ReclaimSettings
+from server.observability import metrics
+from server.publish.inflight import InflightKeys
+from worker.guard import claim_key
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class InFlight:
+    """One in-flight copy: its task id, the list it went to and the message itself."""
+
+    task_id: str
+    queue: str
+    message: str
+
+    @property
+    def delivery_tag(self) -> str:
+        """The tag kombu files the message under in `unacked`."""
+        return str(json.loads(self.message)["properties"]["delivery_tag"])
+
+
+class Reclaimer:
+    """Sweeps the in-flight copies in the background; see the module docstring."""
+
+    def __init__(
+        self,
+        broker: Redis,
+        backend: Redis,
+        keys: InflightKeys,
+        result_key: Callable[[str], bytes],
+        settings: ReclaimSettings,
+    ) -> None:
+        self._broker = broker
+        self._backend = backend
+        self.keys = keys
+        """Where the copies are; the publish script writes them (server/publish/broker.py)."""
+        self._result_key = result_key
+        self._settings = settings
+        self._suspects: set[str] = set()
+        """Task ids that looked lost at the last sweep."""
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        """Sweep every `interval_seconds`, in the background."""
+        self._task = asyncio.create_task(self._run(), name="reclaimer")
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self._settings.interval_seconds)
+            try:
+                await self.sweep()
+            except Exception as exc:  # a Redis blip: the next sweep looks again
+                logger.warning("could not look for lost messages: %s", exc)
+
+    async def sweep(self) -> int:
+        """Look at the oldest copies past the grace once; how many were pushed again."""
+        now = time.time()
+        ids = await self._broker.zrangebyscore(
+            self.keys.index, "-inf", now - self._settings.grace_seconds, 0, self._settings.batch
+        )
+        if not ids:
+            self._suspects.clear()
+            return 0
+        entries, gone = await self._copies([cast(bytes, raw).decode() for raw in ids])
+        waiting = await self._waiting(entries)
+        started = await self._started([entry.task_id for entry in entries])
+        checked: list[str] = []
+        suspects: set[str] = set()
+        again: list[InFlight] = []
+        for entry, is_waiting, has_started in zip(entries, waiting, started, strict=True):
+            if has_started:
+                gone.append(entry.task_id)
+            elif is_waiting:
+                checked.append(entry.task_id)
+            elif entry.task_id in self._suspects:
+                again.append(entry)
+            else:
+                suspects.add(entry.task_id)
+        self._suspects = suspects
+        reclaimed = [entry.task_id for entry in again if await self._reclaim(entry)]
+        await self._settle(gone, checked + reclaimed, now)
+        return len(reclaimed)
+
+    async def _copies(self, task_ids: list[str]) -> tuple[list[InFlight], list[str]]:
+        """The copies of `task_ids`, and the ids whose copy expired."""
+        async with self._broker.pipeline(transaction=False) as pipe:
+            for task_id in task_ids:
+                pipe.hmget(self.keys.copy(task_id), "queue", "message")
+            found = await pipe.execute()
+        entries, gone = [], []
+        for task_id, (queue, message) in zip(task_ids, found, strict=True):
+            if queue is None or message is None:
+                gone.append(task_id)
+            else:
+                entries.append(InFlight(task_id, queue.decode(), message.decode()))
+        return entries, gone
+
+    async def _waiting(self, entries: list[InFlight]) -> list[bool]:
+        """For each entry: still in its list, or held in `unacked`? One atomic look, taken
+        before the backend's: a message moving on meanwhile is then found further on."""
+        async with self._broker.pipeline(transaction=True) as pipe:
+            for entry in entries:
+                pipe.lpos(entry.queue, entry.message)
+                pipe.hexists(self.keys.unacked, entry.delivery_tag)
+            answers = await pipe.execute()
+        return [answers[i] is not None or bool(answers[i + 1]) for i in range(0, len(answers), 2)]
+
+    async def _started(self, task_ids: list[str]) -> list[bool]:
+        """For each task id: has a worker claimed its first run, or stored a state?"""
+        async with self._backend.pipeline(transaction=False) as pipe:
+            for task_id in task_ids:
+                pipe.exists(claim_key(task_id, 0), self._result_key(task_id))
+            counts = await pipe.execute()
+        return [bool(count) for count in counts]
+
+    async def _reclaim(self, entry: InFlight) -> bool:
+        """Push `entry` back onto its list unless another gateway does; True if this one did."""
+        lock = self.keys.lock(entry.task_id)
+        if not await self._broker.set(lock, "1", nx=True, ex=self._settings.lock_seconds):
+            return False
+        await self._broker.rpush(entry.queue, entry.message)
+        metrics.MESSAGES_RECLAIMED.inc()
+        logger.warning(
+            "task %s was taken off %s by a worker that never received it: queued it again",
+            entry.task_id,
+            entry.queue,
+        )
+        return True
+
+    async def _settle(self, gone: list[str], checked: list[str], now: float) -> None:
+        """Drop the copies of tasks that started; move the others checked to the back,
+        so that a backlog of old messages does not hide the newer ones from the sweeps."""
+        if not gone and not checked:
+            return
+        async with self._broker.pipeline(transaction=False) as pipe:
+            if gone:
+                pipe.zrem(self.keys.index, *gone)
+                pipe.delete(*(self.keys.copy(task_id) for task_id in gone))
+            if checked:
+                pipe.zadd(self.keys.index, dict.fromkeys(checked, now), xx=True)
+            await pipe.execute()
+
+    async def close(self) -> None:
+        """Stop sweeping and close the broker client (the backend's is the gateway's)."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self._broker.aclose()
