@@ -26,6 +26,7 @@ GRACE, INTERVAL = 1.0, 0.25
 RECLAIM_BOUND = GRACE + 2 * INTERVAL + 10
 LOST_QUEUE = "reclaim-lost"  # consumed by the worker, started once the message is lost
 BACKLOG_QUEUE = "reclaim-backlog"  # consumed by no one
+RESTORED_QUEUE = "reclaim-restored"  # consumed by a worker that then stops
 KEYS = InflightKeys()
 RECLAIMED_LINE = "by a worker that never received it"
 
@@ -129,6 +130,22 @@ def test_a_backlog_nobody_consumes_is_never_queued_twice(stack: ReclaimStack) ->
         looked_at_twice(client, task_ids)
         assert client.lrange(BACKLOG_QUEUE, 0, -1) == queued
     assert not any(stack.reclaimed(task_id) for task_id in task_ids)
+
+
+def test_a_message_kombu_gave_back_is_never_queued_twice(stack: ReclaimStack) -> None:
+    # A worker holding a countdown message gives it back (flagged redelivered) when it
+    # stops; nobody consumes the queue then, so the message waits there past the grace.
+    with stack.redis.client() as client:
+        process = start_worker(stack.env, stack.log_dir, queues=RESTORED_QUEUE)
+        with managed(process):
+            task_id = submit_to(stack, unique(), RESTORED_QUEUE, countdown=60)
+            poll(lambda: client.hlen("unacked") == 1, "the worker holds the message")
+        restored = client.lrange(RESTORED_QUEUE, 0, -1)
+        assert len(restored) == 1
+        assert b'"redelivered": true' in restored[0]
+        looked_at_twice(client, [task_id])
+        assert client.lrange(RESTORED_QUEUE, 0, -1) == restored
+    assert not stack.reclaimed(task_id)
 
 
 def test_a_countdown_held_by_a_worker_past_the_grace_is_left_to_it(

@@ -6,10 +6,12 @@ hash `taskgate:inflight:<task id>`; the reclaimer (server/publish/reclaim.py) re
 kombu's global_keyprefix applies, as to every key on the broker.
 """
 
+import json
 from dataclasses import dataclass
 
 from celery import Celery
 from kombu.transport.redis import Channel
+from kombu.utils.json import dumps, loads
 
 INFLIGHT = "taskgate:inflight"
 RECLAIM_LOCK = "taskgate:reclaiming:"
@@ -51,3 +53,26 @@ def inflight_keys(app: Celery) -> InflightKeys | None:
         str(options.get("global_keyprefix", "")),
         str(options.get("unacked_key", Channel.unacked_key)),
     )
+
+
+@dataclass(frozen=True)
+class InFlight:
+    """One in-flight copy: its task id, the list it went to and the message itself."""
+
+    task_id: str
+    queue: str
+    message: str
+
+    @property
+    def delivery_tag(self) -> str:
+        """The tag kombu files the message under in `unacked`."""
+        return str(json.loads(self.message)["properties"]["delivery_tag"])
+
+    @property
+    def restored(self) -> str:
+        """The message as kombu gives it back from `unacked` (a worker's visibility
+        timeout, or its shutdown): flagged redelivered, as `_do_restore_message` does."""
+        payload = loads(self.message)
+        payload["headers"]["redelivered"] = True
+        payload["properties"]["delivery_info"]["redelivered"] = True
+        return str(dumps(payload))

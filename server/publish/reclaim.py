@@ -18,35 +18,23 @@ no result (`ignore_result`) would look lost after it ran, and run again.
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import cast
 
 from redis.asyncio import Redis
 
 from server.config import ReclaimSettings
 from server.observability import metrics
-from server.publish.inflight import InflightKeys
+from server.publish.inflight import InFlight, InflightKeys
 from worker.guard import claim_key
 
 logger = logging.getLogger(__name__)
 
-
-@dataclass(frozen=True)
-class InFlight:
-    """One in-flight copy: its task id, the list it went to and the message itself."""
-
-    task_id: str
-    queue: str
-    message: str
-
-    @property
-    def delivery_tag(self) -> str:
-        """The tag kombu files the message under in `unacked`."""
-        return str(json.loads(self.message)["properties"]["delivery_tag"])
+# A task that ran and left no trace (a stock worker's `ignore_result` task, one revoked or
+# expired without a stored state) would look lost for ever: give up after a few times.
+MAX_RECLAIMS = 3
 
 
 class Reclaimer:
@@ -75,12 +63,17 @@ class Reclaimer:
         self._task = asyncio.create_task(self._run(), name="reclaimer")
 
     async def _run(self) -> None:
+        failing = False
         while True:
             await asyncio.sleep(self._settings.interval_seconds)
             try:
                 await self.sweep()
-            except Exception as exc:  # a Redis blip: the next sweep looks again
-                logger.warning("could not look for lost messages: %s", exc)
+                failing = False
+            except Exception as exc:  # Redis away: readiness says so; the next sweep looks again
+                (logger.debug if failing else logger.warning)(
+                    "could not look for lost messages: %s", exc
+                )
+                failing = True
 
     async def sweep(self) -> int:
         """Look at the oldest copies past the grace once; how many were pushed again."""
@@ -115,25 +108,33 @@ class Reclaimer:
         """The copies of `task_ids`, and the ids whose copy expired."""
         async with self._broker.pipeline(transaction=False) as pipe:
             for task_id in task_ids:
-                pipe.hmget(self.keys.copy(task_id), "queue", "message")
+                pipe.hmget(self.keys.copy(task_id), "queue", "message", "reclaims")
             found = await pipe.execute()
         entries, gone = [], []
-        for task_id, (queue, message) in zip(task_ids, found, strict=True):
+        for task_id, (queue, message, reclaims) in zip(task_ids, found, strict=True):
             if queue is None or message is None:
+                gone.append(task_id)
+            elif int(reclaims or 0) >= MAX_RECLAIMS:
+                logger.error("task %s was queued again %d times: given up", task_id, MAX_RECLAIMS)
                 gone.append(task_id)
             else:
                 entries.append(InFlight(task_id, queue.decode(), message.decode()))
         return entries, gone
 
     async def _waiting(self, entries: list[InFlight]) -> list[bool]:
-        """For each entry: still in its list, or held in `unacked`? One atomic look, taken
-        before the backend's: a message moving on meanwhile is then found further on."""
+        """For each entry: still in its list (as published, or as kombu restores it), or
+        held in `unacked`? One atomic look, taken before the backend's: a message moving on
+        meanwhile is then found further on. LPOS looks from the tail, where old ones are."""
         async with self._broker.pipeline(transaction=True) as pipe:
             for entry in entries:
-                pipe.lpos(entry.queue, entry.message)
+                pipe.lpos(entry.queue, entry.message, rank=-1)
+                pipe.lpos(entry.queue, entry.restored, rank=-1)
                 pipe.hexists(self.keys.unacked, entry.delivery_tag)
             answers = await pipe.execute()
-        return [answers[i] is not None or bool(answers[i + 1]) for i in range(0, len(answers), 2)]
+        looks = zip(answers[::3], answers[1::3], answers[2::3], strict=True)
+        return [
+            first is not None or again is not None or bool(held) for first, again, held in looks
+        ]
 
     async def _started(self, task_ids: list[str]) -> list[bool]:
         """For each task id: has a worker claimed its first run, or stored a state?"""
@@ -148,7 +149,10 @@ class Reclaimer:
         lock = self.keys.lock(entry.task_id)
         if not await self._broker.set(lock, "1", nx=True, ex=self._settings.lock_seconds):
             return False
-        await self._broker.rpush(entry.queue, entry.message)
+        async with self._broker.pipeline(transaction=True) as pipe:
+            pipe.rpush(entry.queue, entry.message)
+            pipe.hincrby(self.keys.copy(entry.task_id), "reclaims", 1)
+            await pipe.execute()
         metrics.MESSAGES_RECLAIMED.inc()
         logger.warning(
             "task %s was taken off %s by a worker that never received it: queued it again",
