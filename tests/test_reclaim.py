@@ -17,6 +17,7 @@ import redis
 
 from scripts.stack import Gateway, ManagedProcess, RedisServer, start_worker
 from server.publish.inflight import InflightKeys
+from server.publish.reclaim import MAX_RECLAIMS
 from taskgate.v1 import task_service_pb2 as pb
 from taskgate.v1 import task_service_pb2_grpc as pb_grpc
 from tests.fault_helpers import await_result, fault_env, managed, poll, runs, seconds, unique
@@ -27,6 +28,7 @@ RECLAIM_BOUND = GRACE + 2 * INTERVAL + 10
 LOST_QUEUE = "reclaim-lost"  # consumed by the worker, started once the message is lost
 BACKLOG_QUEUE = "reclaim-backlog"  # consumed by no one
 RESTORED_QUEUE = "reclaim-restored"  # consumed by a worker that then stops
+VOID_QUEUE = "reclaim-void"  # emptied by the test each time
 KEYS = InflightKeys()
 RECLAIMED_LINE = "by a worker that never received it"
 
@@ -172,3 +174,15 @@ def test_the_copy_is_removed_once_the_task_ran(stack: ReclaimStack, worker: Mana
         poll(lambda: copy_gone(client, task_id), "the copy removed", RECLAIM_BOUND)
         assert runs(client, key) == 1
     assert not stack.reclaimed(task_id)
+
+
+def test_a_message_lost_again_and_again_is_given_up_with_an_error(stack: ReclaimStack) -> None:
+    with stack.redis.client() as client:
+        task_id = submit_to(stack, unique(), VOID_QUEUE)
+        for _ in range(MAX_RECLAIMS + 1):  # each copy queued again is lost too
+            popped = client.brpop([VOID_QUEUE], timeout=RECLAIM_BOUND)
+            assert popped is not None
+            assert task_id in popped[1].decode()
+        poll(lambda: copy_gone(client, task_id), "the copy dropped", RECLAIM_BOUND)
+        assert client.llen(VOID_QUEUE) == 0
+    assert f"task {task_id} was queued again {MAX_RECLAIMS} times" in stack.gateway.log_text()
