@@ -230,8 +230,9 @@ class ReclaimSettings:
 
     enabled: bool = True
     """`TASKGATE_RECLAIM`: `off` keeps no copies and gives nothing back. It relies on
-    taskgate's workers' run claims: turn it off for a fleet whose stock Celery workers
-    run tasks that store no result (`ignore_result`), which would run again."""
+    taskgate's workers' run claims: turn it off for a fleet of stock Celery workers, whose
+    tasks that leave no trace (`ignore_result`, or acknowledged before they run and not
+    tracked as started) would run again."""
 
     interval_seconds: float = 3.0
     """`TASKGATE_RECLAIM_INTERVAL`: how often the copies are looked at."""
