@@ -23,10 +23,12 @@ from taskgate.v1 import task_service_pb2_grpc as pb_grpc
 from tests.fault_helpers import await_result, fault_env, managed, poll, runs, seconds, unique
 
 GRACE, INTERVAL = 1.0, 0.25
+BATCH = 3  # fewer than the backlog: a sweep looks for 3 messages in the lists at most
 # The documented bound (grace plus two sweeps), with slack for a loaded machine.
 RECLAIM_BOUND = GRACE + 2 * INTERVAL + 10
 LOST_QUEUE = "reclaim-lost"  # consumed by the worker, started once the message is lost
 BACKLOG_QUEUE = "reclaim-backlog"  # consumed by no one
+BEHIND_QUEUE = "reclaim-behind"  # consumed by no one
 RESTORED_QUEUE = "reclaim-restored"  # consumed by a worker that then stops
 VOID_QUEUE = "reclaim-void"  # emptied by the test each time
 KEYS = InflightKeys()
@@ -57,6 +59,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ReclaimStack]:
             **env,
             "TASKGATE_RECLAIM_GRACE": str(GRACE),
             "TASKGATE_RECLAIM_INTERVAL": str(INTERVAL),
+            "TASKGATE_RECLAIM_BATCH": str(BATCH),
         }
         with (
             managed(Gateway(gateway_env, log_dir)) as gateway,
@@ -125,13 +128,19 @@ def test_a_message_popped_by_a_worker_that_never_received_it_runs_once(
         assert client.llen(LOST_QUEUE) == 0
 
 
-def test_a_backlog_nobody_consumes_is_never_queued_twice(stack: ReclaimStack) -> None:
+def test_a_backlog_nobody_consumes_is_never_queued_twice_nor_hides_a_lost_one(
+    stack: ReclaimStack,
+) -> None:
     with stack.redis.client() as client:
-        task_ids = [submit_to(stack, unique(), BACKLOG_QUEUE) for _ in range(5)]
+        task_ids = [submit_to(stack, unique(), BACKLOG_QUEUE) for _ in range(2 * BATCH)]
         queued = client.lrange(BACKLOG_QUEUE, 0, -1)
+        lost_id = submit_to(stack, unique(), BEHIND_QUEUE)  # younger than the whole backlog
+        assert client.brpop([BEHIND_QUEUE], timeout=5) is not None
         looked_at_twice(client, task_ids)
+        poll(lambda: client.llen(BEHIND_QUEUE) == 1, "the lost one queued again", RECLAIM_BOUND)
         assert client.lrange(BACKLOG_QUEUE, 0, -1) == queued
     assert not any(stack.reclaimed(task_id) for task_id in task_ids)
+    assert stack.reclaimed(lost_id)
 
 
 def test_a_message_kombu_gave_back_is_never_queued_twice(stack: ReclaimStack) -> None:

@@ -21,6 +21,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import cast
 
 from redis.asyncio import Redis
@@ -35,6 +36,21 @@ logger = logging.getLogger(__name__)
 # A task that ran and left no trace (a stock worker's `ignore_result` task, one revoked or
 # expired without a stored state) would look lost for ever: give up after a few times.
 MAX_RECLAIMS = 3
+# Copies read a round trip; most belong to tasks that ran, settled by one EXISTS each.
+PAGE = 500
+MAX_PAGES = 100
+
+
+@dataclass(frozen=True)
+class _Page:
+    """What one page of a sweep did: copies looked for in the broker's lists, task ids
+    that looked lost for the first time, copies left in place (the next page starts after
+    them), copies queued again."""
+
+    looked: int
+    suspects: set[str]
+    left: int
+    reclaimed: int
 
 
 class Reclaimer:
@@ -76,33 +92,46 @@ class Reclaimer:
                 failing = True
 
     async def sweep(self) -> int:
-        """Look at the oldest copies past the grace once; how many were pushed again."""
+        """Look once at each copy past the grace, those of tasks not started yet in the
+        broker's lists for `batch` of them at most; how many were queued again."""
         now = time.time()
-        ids = await self._broker.zrangebyscore(
-            self.keys.index, "-inf", now - self._settings.grace_seconds, 0, self._settings.batch
-        )
-        if not ids:
-            self._suspects.clear()
-            return 0
-        entries, gone = await self._copies([cast(bytes, raw).decode() for raw in ids])
-        waiting = await self._waiting(entries)
-        started = await self._started([entry.task_id for entry in entries])
-        checked: list[str] = []
+        budget = self._settings.batch
         suspects: set[str] = set()
-        again: list[InFlight] = []
-        for entry, is_waiting, has_started in zip(entries, waiting, started, strict=True):
-            if has_started:
-                gone.append(entry.task_id)
-            elif is_waiting:
+        left = reclaimed = 0
+        for _ in range(MAX_PAGES):
+            ids = await self._broker.zrangebyscore(
+                self.keys.index, "-inf", now - self._settings.grace_seconds, left, PAGE
+            )
+            page = await self._page([cast(bytes, raw).decode() for raw in ids], budget, now)
+            budget -= page.looked
+            suspects |= page.suspects
+            left += page.left
+            reclaimed += page.reclaimed
+            if len(ids) < PAGE:
+                break
+        self._suspects = suspects
+        return reclaimed
+
+    async def _page(self, task_ids: list[str], budget: int, now: float) -> _Page:
+        """Settle one page of copies: drop those of started tasks, move those still
+        waiting to the back, queue again those lost at the last sweep too."""
+        entries, gone = await self._copies(task_ids)
+        started = await self._started([entry.task_id for entry in entries])
+        gone += [entry.task_id for entry, done in zip(entries, started, strict=True) if done]
+        unsettled = [entry for entry, done in zip(entries, started, strict=True) if not done]
+        looked = unsettled[:budget]
+        checked, again, suspects = [], [], set()
+        for entry, is_waiting in zip(looked, await self._waiting(looked), strict=True):
+            if is_waiting:
                 checked.append(entry.task_id)
             elif entry.task_id in self._suspects:
                 again.append(entry)
             else:
                 suspects.add(entry.task_id)
-        self._suspects = suspects
-        reclaimed = [entry.task_id for entry in again if await self._reclaim(entry)]
-        await self._settle(gone, checked + reclaimed, now)
-        return len(reclaimed)
+        pushed = [entry.task_id for entry in again if await self._reclaim(entry)]
+        await self._settle(gone, checked + pushed, now)
+        left = len(unsettled) - len(checked) - len(pushed)
+        return _Page(len(looked), suspects, left, len(pushed))
 
     async def _copies(self, task_ids: list[str]) -> tuple[list[InFlight], list[str]]:
         """The copies of `task_ids`, and the ids whose copy expired."""
@@ -123,14 +152,17 @@ class Reclaimer:
 
     async def _waiting(self, entries: list[InFlight]) -> list[bool]:
         """For each entry: still in its list (as published, or as kombu restores it), or
-        held in `unacked`? One atomic look, taken before the backend's: a message moving on
-        meanwhile is then found further on. LPOS looks from the tail, where old ones are."""
+        held in `unacked`? One atomic look, from the tail of the list where old ones are.
+        A task that started meanwhile looks lost once, and is found started next sweep.
+        A key of another type (a queue named `unacked`) answers "waiting"."""
+        if not entries:
+            return []
         async with self._broker.pipeline(transaction=True) as pipe:
             for entry in entries:
                 pipe.lpos(entry.queue, entry.message, rank=-1)
                 pipe.lpos(entry.queue, entry.restored, rank=-1)
                 pipe.hexists(self.keys.unacked, entry.delivery_tag)
-            answers = await pipe.execute()
+            answers = await pipe.execute(raise_on_error=False)
         looks = zip(answers[::3], answers[1::3], answers[2::3], strict=True)
         return [
             first is not None or again is not None or bool(held) for first, again, held in looks
