@@ -16,11 +16,13 @@ import pytest
 import redis
 
 from scripts.stack import Gateway, ManagedProcess, RedisServer, start_worker
+from server.config import ReclaimSettings, SettingsError
 from server.publish.inflight import InflightKeys
 from server.publish.reclaim import MAX_RECLAIMS
 from taskgate.v1 import task_service_pb2 as pb
 from taskgate.v1 import task_service_pb2_grpc as pb_grpc
 from tests.fault_helpers import await_result, fault_env, managed, poll, runs, seconds, unique
+from tests.metrics_helpers import metrics_url, scrape, value
 
 GRACE, INTERVAL = 1.0, 0.25
 BATCH = 3  # fewer than the backlog: a sweep looks for 3 messages in the lists at most
@@ -102,6 +104,11 @@ def rescored(client: redis.Redis, before: dict[str, float | None]) -> bool:
     )
 
 
+def reclaimed_count(stack: ReclaimStack) -> float:
+    """`taskgate_messages_reclaimed_total` as the gateway's /metrics says now."""
+    return value(scrape(metrics_url(stack.gateway)), "taskgate_messages_reclaimed_total")
+
+
 def copy_gone(client: redis.Redis, task_id: str) -> bool:
     """True once the in-flight entry and copy of `task_id` are removed."""
     return client.zscore(KEYS.index, task_id) is None and not client.exists(KEYS.copy(task_id))
@@ -111,6 +118,7 @@ def test_a_message_popped_by_a_worker_that_never_received_it_runs_once(
     stack: ReclaimStack, request: pytest.FixtureRequest
 ) -> None:
     key = unique()
+    reclaimed_before = reclaimed_count(stack)
     with stack.redis.client() as client:
         task_id = submit_to(stack, key, LOST_QUEUE)
         popped = client.brpop([LOST_QUEUE], timeout=5)  # the pop whose reply never arrived
@@ -120,6 +128,7 @@ def test_a_message_popped_by_a_worker_that_never_received_it_runs_once(
         assert not client.hlen("unacked")
         poll(lambda: client.llen(LOST_QUEUE) == 1, "the message queued again", RECLAIM_BOUND)
         assert stack.reclaimed(task_id)
+        assert reclaimed_count(stack) == reclaimed_before + 1
         request.getfixturevalue("worker")
         response = await_result(stack.stub, task_id)
         assert response.state == pb.TASK_STATE_SUCCESS
@@ -195,3 +204,10 @@ def test_a_message_lost_again_and_again_is_given_up_with_an_error(stack: Reclaim
         poll(lambda: copy_gone(client, task_id), "the copy dropped", RECLAIM_BOUND)
         assert client.llen(VOID_QUEUE) == 0
     assert f"task {task_id} was queued again {MAX_RECLAIMS} times" in stack.gateway.log_text()
+
+
+def test_the_reclaimer_is_on_by_default_and_turned_off_by_name() -> None:
+    assert ReclaimSettings.from_env({}).enabled
+    assert not ReclaimSettings.from_env({"TASKGATE_RECLAIM": "off"}).enabled
+    with pytest.raises(SettingsError, match="TASKGATE_RECLAIM_GRACE"):
+        ReclaimSettings.from_env({"TASKGATE_RECLAIM_GRACE": "-1"})
