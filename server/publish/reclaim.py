@@ -4,16 +4,14 @@ kombu's Redis transport takes a message with BRPOP and records it in `unacked` o
 the worker has the reply; a reply lost on the wire (the worker's host cut off, the worker
 killed at that moment) leaves the message nowhere, and no sweep of kombu's gives it back.
 
-Every few seconds the reclaimer looks at the oldest in-flight copies the publish script
-keeps (server/publish/inflight.py), past a grace. A task whose run claim
+Every few seconds the reclaimer looks at each in-flight copy the publish script keeps
+(server/publish/inflight.py) once it is past a grace. A task whose run claim
 (worker/guard.py) or state exists has started: its copy goes. A message still in its
-list (a backlog) or held in `unacked` (prefetched, or waiting for its countdown) is left,
-and looked at again later. Anything else looks lost; lost at two sweeps in a row (the
-pop-to-record window is milliseconds), it is pushed back onto the end of its list that
-BRPOP takes next, under a short lock so that one gateway of many does it.
-
-It relies on taskgate's workers' run claims: a task of a stock Celery worker that stores
-no result (`ignore_result`) would look lost after it ran, and run again.
+list (a backlog, or as kombu gives it back) or held in `unacked` (prefetched, waiting for
+its countdown) is left, and looked at again a grace later. Anything else looks lost;
+lost at two sweeps in a row (the pop-to-record window is milliseconds), it is pushed
+onto the end of its list that BRPOP takes next, under a short lock so that one gateway
+of many does it. It relies on taskgate's workers' run claims (see ReclaimSettings).
 """
 
 import asyncio
