@@ -34,8 +34,10 @@ from server.observability.instrumented import (
 from server.observability.operations import Operations, start_metrics, start_operations
 from server.observability.tracing import TRACING
 from server.publish.broker import RedisBroker, same_redis
+from server.publish.inflight import InflightKeys, inflight_keys
 from server.publish.message import MessageBuilder
 from server.publish.publisher import Publisher, own_path_broker_url
+from server.publish.reclaim import Reclaimer
 from server.records import DispatchRecords, as_seconds
 from server.redis_urls import check_urls, connect
 from server.registry import WorkerRegistry
@@ -69,6 +71,7 @@ class RunningGateway:
     redis: Redis
     operations: Operations
     reloader: TokenReloader | None
+    reclaimer: Reclaimer | None = None
 
     async def stop(self, grace: float) -> None:
         """Say NOT_SERVING at once, let calls in flight finish within `grace`, then close."""
@@ -77,6 +80,8 @@ class RunningGateway:
         if self.reloader is not None:
             await self.reloader.close()
         await self.server.stop(grace)
+        if self.reclaimer is not None:
+            await self.reclaimer.close()
         await self.registry.close()
         await self.watcher.close()
         await self.redis.aclose()
@@ -127,14 +132,10 @@ def backend_redis(celery_app: Celery) -> Redis:
     )
 
 
-def publisher(celery_app: Celery, dispatcher: Dispatcher, records: DispatchRecords) -> Publisher:
-    """taskgate's own Redis publish path when the broker allows it, else `send_task`."""
-    url = own_path_broker_url(celery_app)
-    if url is None:
-        logger.info("publishing with Celery's send_task (broker is not a Redis or Sentinel URL)")
-        return MeteredPublisher(dispatcher, records)
+def broker_client(celery_app: Celery, url: str) -> Redis:
+    """An asyncio client for the own path's broker, with kombu's socket timeouts."""
     options = dict(celery_app.conf.broker_transport_options or {})
-    client = redis_client(
+    return redis_client(
         url,
         options,
         (
@@ -145,15 +146,43 @@ def publisher(celery_app: Celery, dispatcher: Dispatcher, records: DispatchRecor
         # is the publish policy's, fitted to the call's deadline (Publisher).
         Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
     )
+
+
+def publisher(
+    celery_app: Celery,
+    dispatcher: Dispatcher,
+    records: DispatchRecords,
+    inflight: InflightKeys | None = None,
+) -> Publisher:
+    """taskgate's own Redis publish path when the broker allows it, else `send_task`;
+    with `inflight`, each message's copy is kept for the reclaimer."""
+    url = own_path_broker_url(celery_app)
+    if url is None:
+        logger.info("publishing with Celery's send_task (broker is not a Redis or Sentinel URL)")
+        return MeteredPublisher(dispatcher, records)
+    options = dict(celery_app.conf.broker_transport_options or {})
+    client = broker_client(celery_app, url)
     builder = MessageBuilder(celery_app)
     conf = celery_app.conf
     backend_options = dict(conf.result_backend_transport_options or {})
     holds_records = same_redis(url, str(conf.result_backend), options, backend_options)
-    broker = RedisBroker(client, builder.rules, holds_records=holds_records)
+    broker = RedisBroker(client, builder.rules, holds_records=holds_records, inflight=inflight)
     logger.info(
         "publishing to the Redis broker directly (records in the same script: %s)", holds_records
     )
     return MeteredPublisher(dispatcher, records, builder, broker)
+
+
+def reclaimer(
+    settings: GatewaySettings, celery_app: Celery, backend: Redis, dispatcher: Dispatcher
+) -> Reclaimer | None:
+    """The reclaimer of lost messages, on by default with the own path to Redis."""
+    url = own_path_broker_url(celery_app)
+    keys = inflight_keys(celery_app) if settings.reclaim.enabled and url else None
+    if url is None or keys is None:
+        return None
+    client = broker_client(celery_app, url)
+    return Reclaimer(client, backend, keys, dispatcher.result_key, settings.reclaim)
 
 
 def catalog_and_registry(
@@ -187,7 +216,8 @@ async def start(settings: GatewaySettings, shared_port: bool = False) -> Running
     catalog, registry = catalog_and_registry(settings, dispatcher)
     result_expires = as_seconds(celery_app.conf.result_expires)
     records = DispatchRecords(redis, result_expires)
-    publish = publisher(celery_app, dispatcher, records)
+    reclaim = reclaimer(settings, celery_app, redis, dispatcher)
+    publish = publisher(celery_app, dispatcher, records, None if reclaim is None else reclaim.keys)
     retention = idempotency_retention(settings, result_expires)
     servicer = TaskService(
         gateway=MeteredGateway(
@@ -233,6 +263,8 @@ async def start(settings: GatewaySettings, shared_port: bool = False) -> Running
         settings.observability, celery_app, redis, health_servicer, SERVICE_NAME
     )
     registry.start()
+    if reclaim is not None:
+        reclaim.start()
     reloader = None
     if settings.security.tokens_file is not None:
         reloader = TokenReloader(authenticator, settings.security.tokens_file)
@@ -248,6 +280,7 @@ async def start(settings: GatewaySettings, shared_port: bool = False) -> Running
         redis,
         operations,
         reloader,
+        reclaim,
     )
 
 

@@ -224,6 +224,43 @@ class ObservabilitySettings:
 
 
 @dataclass(frozen=True)
+class ReclaimSettings:
+    """The reclaimer of messages lost between the Redis broker and a worker
+    (server/publish/reclaim.py); only for the own publish path."""
+
+    enabled: bool = True
+    """`TASKGATE_RECLAIM`: `off` keeps no copies and gives nothing back. It relies on
+    taskgate's workers' run claims: turn it off for a fleet of stock Celery workers, whose
+    tasks that leave no trace (`ignore_result`, or acknowledged before they run and not
+    tracked as started) would run again."""
+
+    interval_seconds: float = 3.0
+    """`TASKGATE_RECLAIM_INTERVAL`: how often the copies are looked at."""
+
+    grace_seconds: float = 10.0
+    """`TASKGATE_RECLAIM_GRACE`: how old a message must be before it is looked at; a lost
+    one is queued again after about the grace plus two intervals."""
+
+    batch: int = 200
+    """`TASKGATE_RECLAIM_BATCH`: the most copies one sweep looks at."""
+
+    @property
+    def lock_seconds(self) -> int:
+        """How long one gateway holds the right to push a task again: a few sweeps."""
+        return max(1, round(self.grace_seconds + 2 * self.interval_seconds))
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> "ReclaimSettings":
+        """Read the reclaimer's settings."""
+        return cls(
+            enabled=_switch(env, "TASKGATE_RECLAIM", True),
+            interval_seconds=_float(env, "TASKGATE_RECLAIM_INTERVAL", cls.interval_seconds),
+            grace_seconds=_float(env, "TASKGATE_RECLAIM_GRACE", cls.grace_seconds),
+            batch=_whole(env, "TASKGATE_RECLAIM_BATCH", cls.batch),
+        )
+
+
+@dataclass(frozen=True)
 class GatewaySettings:
     """Everything the gateway needs to start; see the README for each variable."""
 
@@ -279,6 +316,9 @@ class GatewaySettings:
     processes: int = 1
     """`TASKGATE_PROCESSES`: gateway processes serving the one port (SO_REUSEPORT)."""
 
+    reclaim: ReclaimSettings = field(default_factory=ReclaimSettings)
+    """Giving back messages popped by a worker that never received them."""
+
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> "GatewaySettings":
         """Read the settings from environment variables, with the defaults above."""
@@ -300,6 +340,7 @@ class GatewaySettings:
             trace_exporters=tracing_exporters(env),
             observability=ObservabilitySettings.from_env(env),
             processes=_whole(env, "TASKGATE_PROCESSES", 1),
+            reclaim=ReclaimSettings.from_env(env),
         )
 
 

@@ -71,6 +71,11 @@ LIMITS_HIT = Counter(
     "stream_write) and caller (the token's name; the peer's host without tokens).",
     ("kind", "caller"),
 )
+MESSAGES_RECLAIMED = Counter(
+    "taskgate_messages_reclaimed",
+    "Messages queued again by the reclaimer: popped off the Redis broker by a worker "
+    "that never received them (server/publish/reclaim.py).",
+)
 QUEUE_LENGTH = Gauge(
     "celery_queue_length",
     "Messages waiting in the broker's queue, every priority summed (read every few seconds).",

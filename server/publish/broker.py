@@ -9,6 +9,7 @@ and message land together or not at all.
 """
 
 import logging
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -18,6 +19,7 @@ from redis.exceptions import RedisError
 
 from server.errors import redis_unavailable
 from server.publish.batcher import ScriptBatcher
+from server.publish.inflight import InflightKeys
 from server.publish.message import KeyRules, TaskMessage
 from server.records import RecordWrite
 from server.redis_urls import place
@@ -27,16 +29,24 @@ logger = logging.getLogger(__name__)
 
 MARKER_PREFIX = "taskgate:published:"
 
-# KEYS: marker, queue list[, record]. ARGV: ttl (0: none), message[, record value].
+# KEYS: marker, queue list[, record][, inflight zset, inflight copy].
+# ARGV: ttl (0: none), message[, record value][, publish time, task id].
+# An odd number of keys carries a record; the inflight pair, when there, comes last.
 _PUBLISH_ONCE = """
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 local ttl = tonumber(ARGV[1])
 local function store(key, value)
   if ttl > 0 then redis.call('SET', key, value, 'EX', ttl) else redis.call('SET', key, value) end
 end
-if KEYS[3] then store(KEYS[3], ARGV[3]) end
+if #KEYS % 2 == 1 then store(KEYS[3], ARGV[3]) end
 store(KEYS[1], '1')
 redis.call('LPUSH', KEYS[2], ARGV[2])
+if #KEYS >= 4 then
+  local copy = KEYS[#KEYS]
+  redis.call('ZADD', KEYS[#KEYS - 1], ARGV[#ARGV - 1], ARGV[#ARGV])
+  redis.call('HSET', copy, 'queue', KEYS[2], 'message', ARGV[2])
+  if ttl > 0 then redis.call('EXPIRE', copy, ttl) end
+end
 return 1
 """
 
@@ -58,9 +68,18 @@ def same_redis(
 class RedisBroker:
     """Pushes messages as kombu's Redis transport would, through one idempotent script."""
 
-    def __init__(self, redis: Redis, rules: KeyRules, *, holds_records: bool) -> None:
+    def __init__(
+        self,
+        redis: Redis,
+        rules: KeyRules,
+        *,
+        holds_records: bool,
+        inflight: InflightKeys | None = None,
+    ) -> None:
         self._redis = redis
         self._rules = rules
+        self._inflight = inflight
+        """Set: each message's copy is kept until it ran (server/publish/reclaim.py)."""
         self._batcher = ScriptBatcher(redis, _PUBLISH_ONCE)
         self._declared: set[str] = set()
         self.holds_records = holds_records
@@ -83,6 +102,9 @@ class RedisBroker:
             if record is not None:
                 keys.append(record.key)
                 args.append(record.value)
+            if self._inflight is not None:
+                keys += [self._inflight.index, self._inflight.copy(message.task_id)]
+                args += [repr(time.time()), message.task_id]
             pushed = bool(await self._batcher.call(keys, args))
         if pushed and message.event is not None:
             await self._send_event(*message.event)
