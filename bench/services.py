@@ -26,6 +26,7 @@ from scripts.stack import (
     StackError,
     celery_env,
     free_port,
+    purge_queue,
     start_worker,
     wait_until,
 )
@@ -115,9 +116,7 @@ class BenchStack:
     def purge(self, queue: str) -> None:
         """Drop every message waiting in `queue`, in each of its priority lists."""
         with self.redis.client() as client:
-            keys = list(client.scan_iter(match=f"{queue}*", count=1000))
-            if keys:
-                client.delete(*keys)
+            purge_queue(client, queue)
 
     def cpu_seconds(self) -> dict[str, float]:
         """CPU seconds used so far by this process (all clients) and by each service."""

@@ -33,6 +33,7 @@ from scripts.stack import (
     ManagedProcess,
     RedisServer,
     celery_env,
+    purge_queue,
     start_worker,
     wait_until,
 )
@@ -180,8 +181,7 @@ def void_queue(redis_server: RedisServer) -> Iterator[str]:
     """The queue no worker reads; emptied at the end of the module."""
     yield hs.VOID_QUEUE
     with redis_server.client() as client:
-        for key in client.scan_iter(f"{hs.VOID_QUEUE}*"):
-            client.delete(key)
+        purge_queue(client, hs.VOID_QUEUE)
 
 
 @dataclass(frozen=True)

@@ -99,13 +99,13 @@ class Cluster:
 
     def start_worker(self, host: str) -> ManagedProcess:
         """Start (or start again) the worker of `host`."""
-        # One pool process: the worker busy with the task the test cuts it off with asks
-        # the broker for nothing more. With a free slot its BRPOP could be in flight at
-        # the cut, and kombu's Redis transport loses such a message (README, Guarantees).
+        # Two pool processes: the worker busy with the task the test cuts it off with still
+        # asks the broker for more, so a BRPOP may be in flight at the cut; the gateways'
+        # reclaimer gives such a message back (README, Guarantees).
         worker = start_worker(
             self.env,
             self.log_dir,
-            concurrency=1,
+            concurrency=2,
             name=f"{host}-{uuid.uuid4().hex[:6]}",
             run_on=self.lab.hosts[host].command([]),
         )
