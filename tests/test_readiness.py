@@ -82,9 +82,12 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     )
     gateway = Gateway(env, log_dir)
     with grpc.insecure_channel(gateway.address) as channel:
-        yield Stack(redis, gateway, channel, log_dir)
-    gateway.stop()
-    redis.stop()
+        made = Stack(redis, gateway, channel, log_dir)
+        try:
+            yield made
+        finally:
+            made.gateway.stop()
+            made.redis.stop()  # the one a test started again, if it did
 
 
 def test_one_failed_check_does_not_flip_readiness(stack: Stack) -> None:
