@@ -31,8 +31,10 @@ def _greeting(
     address: str, metrics_url: str | None, log_dir: Path, redis: RedisServer | None
 ) -> str:
     client = _python() + " examples/submit.py"
+    command = str(Path(_python()).with_name("taskgate")) + " submit tasks.add 2 3 --wait"
     if address != DEFAULT_LISTEN:
         client = f"TASKGATE_ADDRESS={address} {client}"
+        command = f"TASKGATE_ADDRESS={address} {command}"
     request = '{"task": "tasks.add", "args_json": "[2, 3]"}'
     store = (
         f"a private redis-server at {redis.url}" if redis else "your CELERY_* broker and backend"
@@ -44,6 +46,7 @@ def _greeting(
         "Try it:\n"
         f"  grpcurl -plaintext -d '{request}' {address} taskgate.v1.TaskService/Submit\n"
         f"  {client}\n"
+        f"  {command}\n"
         "Press Ctrl-C to stop.\n"
     )
 

@@ -252,6 +252,14 @@ def test_make_run_serves_until_ctrl_c(tmp_path: Path) -> None:
         assert ":6379/" not in greeting
         with grpc.insecure_channel(address.group(1)) as channel:
             assert add_2_and_3(channel) == "5"
+        # The command the greeting offers works as printed.
+        cli = re.search(r"^  (.*taskgate submit tasks\.add 2 3 --wait)$", greeting, re.MULTILINE)
+        assert cli, greeting
+        command = ["sh", "-c", cli.group(1)]
+        printed = subprocess.run(
+            command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=30, check=False
+        )
+        assert printed.stdout.strip() == "5", printed
         metrics = re.search(r"Metrics: (http://127\.0\.0\.1:\d+/metrics)", greeting)
         assert metrics, greeting
         with urllib.request.urlopen(metrics.group(1), timeout=5) as scraped:
