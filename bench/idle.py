@@ -14,6 +14,7 @@ from celery import Celery
 
 from bench.frontends import TASK
 from bench.http import JsonClient
+from bench.runner import one_at_a_time
 from bench.stats import Tally
 from taskgate.v1 import task_service_pb2 as pb
 
@@ -79,22 +80,17 @@ class GrpcStatus:
 
 def send_task_loop(app: Celery, xs: list[int], seconds: float) -> Tally:
     """A plain Python loop calling `app.send_task`, one thread, one task in flight."""
-    tally = Tally()
-    deadline = perf_counter() + seconds
-    started = perf_counter()
-    for x in xs:
-        if perf_counter() > deadline:
-            tally.skipped += 1
-            continue
+
+    def call(tally: Tally, x: int) -> None:
         start = perf_counter()
         try:
             task_id = app.send_task(TASK, (x, x), queue=IDLE_QUEUE).id
         except Exception as exc:  # a failed call is a result of the benchmark
             tally.fail(exc)
-            continue
+            return
         _record(tally, task_id_problem(task_id), perf_counter() - start)
-    tally.elapsed = perf_counter() - started
-    return tally
+
+    return one_at_a_time(xs, seconds, call)
 
 
 async def submit_batches(

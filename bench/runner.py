@@ -100,24 +100,33 @@ async def _spread(
     return tally
 
 
-def celery_sequential(front: CeleryFrontEnd, xs: list[int], seconds: float) -> Tally:
-    """Raw Celery, one call at a time."""
+def one_at_a_time(xs: list[int], seconds: float, call: Callable[[Tally, int], None]) -> Tally:
+    """`call(tally, x)` for each x in turn, until `seconds` have passed (the rest skipped)."""
     tally = Tally()
     deadline = perf_counter() + seconds
     started = perf_counter()
     for x in xs:
         if perf_counter() > deadline:
             tally.skipped += 1
-            continue
+        else:
+            call(tally, x)
+    tally.elapsed = perf_counter() - started
+    return tally
+
+
+def celery_sequential(front: CeleryFrontEnd, xs: list[int], seconds: float) -> Tally:
+    """Raw Celery, one call at a time."""
+
+    def call(tally: Tally, x: int) -> None:
         start = perf_counter()
         try:
             outcome: Outcome = front.call(x)
         except Exception as exc:  # a failed call is a result of the benchmark
             tally.fail(exc)
-            continue
+            return
         tally.record(2 * x, outcome.value, perf_counter() - start, outcome.submit_seconds)
-    tally.elapsed = perf_counter() - started
-    return tally
+
+    return one_at_a_time(xs, seconds, call)
 
 
 def celery_windowed(front: CeleryFrontEnd, xs: list[int], window: int, seconds: float) -> Tally:

@@ -20,7 +20,7 @@ from scripts.stack import Gateway, ManagedProcess, RedisServer, celery_env, star
 from server.auth import digest
 from taskgate.v1 import task_service_pb2 as pb
 from taskgate.v1 import task_service_pb2_grpc as pb_grpc
-from tests.fault_helpers import poll
+from tests.fault_helpers import managed, poll
 from tests.grpc_helpers import call_error
 
 TOKEN = "billing-s3cret-0123456789abcdef"
@@ -69,16 +69,12 @@ def json_stack(
     tokens.write_text(json.dumps({"tokens": [entry]}))
     url = redis_server.db_url(11)
     env = celery_env(url, url, TASKGATE_LOG_FORMAT="json", TASKGATE_TOKENS_FILE=str(tokens))
-    worker = start_worker(env, log_dir)
-    try:
-        gateway = Gateway(env, log_dir)
-        try:
-            with grpc.insecure_channel(gateway.address) as channel:
-                yield JsonStack(worker, gateway, pb_grpc.TaskServiceStub(channel))
-        finally:
-            gateway.stop()
-    finally:
-        worker.stop()
+    with (
+        managed(start_worker(env, log_dir)) as worker,
+        managed(Gateway(env, log_dir)) as gateway,
+        grpc.insecure_channel(gateway.address) as channel,
+    ):
+        yield JsonStack(worker, gateway, pb_grpc.TaskServiceStub(channel))
 
 
 def test_a_submit_is_one_json_line_with_its_task_id_caller_and_peer(json_stack: JsonStack) -> None:

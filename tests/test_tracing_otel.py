@@ -17,7 +17,7 @@ from google.protobuf.duration_pb2 import Duration
 from scripts.stack import Gateway, ManagedProcess, RedisServer, celery_env, start_worker
 from taskgate.v1 import task_service_pb2 as pb
 from taskgate.v1 import task_service_pb2_grpc as pb_grpc
-from tests.fault_helpers import poll
+from tests.fault_helpers import managed, poll
 
 pytest.importorskip("opentelemetry.sdk", reason="the otel extra is not installed")
 
@@ -81,16 +81,12 @@ def traced(
         OTEL_BSP_SCHEDULE_DELAY="50",  # ms: export at once, so the test need not wait
     )
     # One pool process: the one Celery is instrumented in at its start.
-    worker = start_worker(env, log_dir, concurrency=1)
-    try:
-        gateway = Gateway(env, log_dir)
-        try:
-            with grpc.insecure_channel(gateway.address) as channel:
-                yield TracedStack(worker, gateway, pb_grpc.TaskServiceStub(channel))
-        finally:
-            gateway.stop()
-    finally:
-        worker.stop()
+    with (
+        managed(start_worker(env, log_dir, concurrency=1)) as worker,
+        managed(Gateway(env, log_dir)) as gateway,
+        grpc.insecure_channel(gateway.address) as channel,
+    ):
+        yield TracedStack(worker, gateway, pb_grpc.TaskServiceStub(channel))
 
 
 def test_the_tasks_span_continues_the_callers_trace_through_the_gateway(
