@@ -54,6 +54,8 @@ VISIBILITY_SECONDS = 4
 READINESS_BOUND = 30.0
 # A caller's tries of one call, and the codes after which it tries again.
 ATTEMPTS = 3
+# An access-log line: round robin may hand one gateway only the GetResult calls.
+SERVED_A_CALL = re.compile(r"taskgate\.access: \w+ OK\b")
 RETRIED = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
 BALANCED_SERVICE_CONFIG = json.dumps(
     {
@@ -248,13 +250,18 @@ def _calls_go_on(traffic: Traffic, more: int) -> None:
 def test_calls_keep_succeeding_while_each_gateway_in_turn_is_killed_and_restarted(
     cluster: Cluster, traffic: Traffic
 ) -> None:
-    """Killing gw2 after gw1 came back proves that the restarted gw1 took traffic again."""
+    """A rolling restart, as an operator runs one: each gateway is killed, started again,
+    and the next is killed only once the restarted one answers calls again. Waiting for
+    that matters: the client reconnects to a gateway it lost with a growing backoff, so
+    killing gw2 the moment gw1 is up left the client, for seconds, with no gateway it would
+    try (UNAVAILABLE, "connections to all backends failing", in a CI run)."""
     _calls_go_on(traffic, 5)
     for host in ("gw1", "gw2"):
         cluster.gateways[host].popen.kill()
         cluster.gateways[host].stop()
         _calls_go_on(traffic, 10)
-        cluster.start_gateway(host)
+        restarted = cluster.start_gateway(host)
+        restarted.wait_for_log(SERVED_A_CALL, timeout=60)
         _calls_go_on(traffic, 5)
     assert traffic.failures == []
 

@@ -42,12 +42,12 @@ MAX_PAGES = 100
 @dataclass(frozen=True)
 class _Page:
     """What one page of a sweep did: copies looked for in the broker's lists, task ids
-    that looked lost for the first time, copies left in place (the next page starts after
-    them), copies queued again."""
+    that looked lost for the first time, copies left in front (those, and any another
+    gateway is queueing again: the next page starts after them), copies queued again."""
 
     looked: int
     suspects: set[str]
-    left: int
+    kept: int
     reclaimed: int
 
 
@@ -91,35 +91,39 @@ class Reclaimer:
 
     async def sweep(self) -> int:
         """Look once at each copy past the grace, those of tasks not started yet in the
-        broker's lists for `batch` of them at most; how many were queued again."""
+        broker's lists for `batch` of them at most; how many were queued again.
+
+        A sweep costs what its budget allows, not what the backlog holds: a copy looked at
+        moves to the back, and the sweep stops once its budget is spent."""
         now = time.time()
         budget = self._settings.batch
         suspects: set[str] = set()
-        left = reclaimed = 0
+        kept = reclaimed = 0
         for _ in range(MAX_PAGES):
             ids = await self._broker.zrangebyscore(
-                self.keys.index, "-inf", now - self._settings.grace_seconds, left, PAGE
+                self.keys.index, "-inf", now - self._settings.grace_seconds, kept, PAGE
             )
             page = await self._page([cast(bytes, raw).decode() for raw in ids], budget, now)
             budget -= page.looked
             suspects |= page.suspects
-            left += page.left
+            kept += page.kept
             reclaimed += page.reclaimed
-            if len(ids) < PAGE:
+            if len(ids) < PAGE or budget <= 0:
                 break
         self._suspects = suspects
         return reclaimed
 
     async def _page(self, task_ids: list[str], budget: int, now: float) -> _Page:
-        """Settle one page of copies: drop those of started tasks, move those still
-        waiting to the back, queue again those lost at the last sweep too."""
-        entries, gone = await self._copies(task_ids)
-        started = await self._started([entry.task_id for entry in entries])
-        gone += [entry.task_id for entry, done in zip(entries, started, strict=True) if done]
-        unsettled = [entry for entry, done in zip(entries, started, strict=True) if not done]
-        looked = unsettled[:budget]
+        """Settle one page of copies: drop those of started tasks, and of `budget` others
+        at most move those still waiting to the back and queue again those lost at the
+        last sweep too. Only those others' copies are read."""
+        started = await self._started(task_ids)
+        gone = [task_id for task_id, done in zip(task_ids, started, strict=True) if done]
+        unstarted = [task_id for task_id, done in zip(task_ids, started, strict=True) if not done]
+        looked = unstarted[:budget]
+        entries, expired = await self._copies(looked)
         checked, again, suspects = [], [], set()
-        for entry, is_waiting in zip(looked, await self._waiting(looked), strict=True):
+        for entry, is_waiting in zip(entries, await self._waiting(entries), strict=True):
             if is_waiting:
                 checked.append(entry.task_id)
             elif entry.task_id in self._suspects:
@@ -127,9 +131,9 @@ class Reclaimer:
             else:
                 suspects.add(entry.task_id)
         pushed = [entry.task_id for entry in again if await self._reclaim(entry)]
-        await self._settle(gone, checked + pushed, now)
-        left = len(unsettled) - len(checked) - len(pushed)
-        return _Page(len(looked), suspects, left, len(pushed))
+        await self._settle(gone + expired, checked + pushed, now)
+        kept = len(suspects) + len(again) - len(pushed)
+        return _Page(len(looked), suspects, kept, len(pushed))
 
     async def _copies(self, task_ids: list[str]) -> tuple[list[InFlight], list[str]]:
         """The copies of `task_ids`, and the ids whose copy expired."""
