@@ -1,4 +1,8 @@
-"""`python -m bench [--quick]`: run the benchmark, print the report, write bench/results.md."""
+"""`python -m bench [--quick]`: run the benchmark, print the report, write bench/results.md.
+
+`python -m bench --submit-only` measures only Submit at 64 in flight (taskgate, the
+ceiling, the send_task loop) and SubmitBatch, and prints them: a quick look at the
+publish path, which never writes bench/results.md."""
 
 import argparse
 import asyncio
@@ -15,7 +19,7 @@ from bench.chart import write_chart
 from bench.cpu import process_tree
 from bench.idle_suite import IdleResults, run_idle_suite
 from bench.report import as_json, render, setup_rows
-from bench.report_idle import idle_json, idle_setup_rows, render_idle
+from bench.report_idle import idle_json, idle_setup_rows, render_idle, render_submit_only
 from bench.services import BenchStack
 from bench.settings import BenchSettings
 from bench.suite import FrontEndResult, run_suite
@@ -31,6 +35,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="a short smoke-test run")
     parser.add_argument(
         "--output", type=Path, default=DEFAULT_OUTPUT, help="the Markdown report (overwritten)"
+    )
+    parser.add_argument(
+        "--submit-only", action="store_true", help="only Submit and SubmitBatch; printed"
     )
     parser.add_argument("--json", type=Path, help="also write the numbers as JSON here")
     parser.add_argument("--worker-concurrency", type=int, help="prefork processes (default 2)")
@@ -51,12 +58,18 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _interrupt)
     signal.signal(signal.SIGINT, _interrupt)
     settings = BenchSettings.quick() if args.quick else BenchSettings()
+    if args.submit_only:
+        settings = BenchSettings.submit_only()
     settings = settings.with_worker_concurrency(args.worker_concurrency)
     log_dir = Path(tempfile.mkdtemp(prefix="taskgate-bench-"))
     load_before = os.getloadavg()[0]
     logger.info("starting redis-server, a worker, the gateway and Flower (logs in %s)", log_dir)
     try:
         with BenchStack(settings, log_dir) as stack:
+            if args.submit_only:
+                idle = asyncio.run(run_idle_suite(stack, settings, submit_only=True))
+                print(render_submit_only(idle, settings))
+                return 0 if all(tally.clean for _, tally in idle.tallies()) else 1
             logger.info("stack ready; running the phases with a worker")
             results = asyncio.run(run_suite(stack, settings))
             logger.info("running the phases without a worker")

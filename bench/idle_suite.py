@@ -77,8 +77,11 @@ class IdleResults:
         return waits_clean and all(tally.clean for _, tally in self.tallies())
 
 
-async def run_idle_suite(stack: BenchStack, settings: BenchSettings) -> IdleResults:
-    """Open the clients, run every worker-free phase, close the clients."""
+async def run_idle_suite(
+    stack: BenchStack, settings: BenchSettings, submit_only: bool = False
+) -> IdleResults:
+    """Open the clients, run every worker-free phase, close the clients; `submit_only`:
+    only Submit (taskgate, the ceiling, the send_task loop) and SubmitBatch."""
     app = create_app(
         CelerySettings(broker_url=stack.url, result_backend=stack.url), load_tasks=False
     )
@@ -102,8 +105,10 @@ async def run_idle_suite(stack: BenchStack, settings: BenchSettings) -> IdleResu
                 TASKGATE_SUBMIT: _checked(GrpcSubmit(gateway), seconds),
                 CEILING_SUBMIT: _checked(GrpcSubmit(ceiling), seconds),
                 SEND_TASK_LOOP: loop_phase,
-                FLOWER_SEND: _checked(FlowerSend(http), seconds),
             }
+            if submit_only:
+                return await _submit_phases(stack, settings, submitters, gateway, Numbers())
+            submitters[FLOWER_SEND] = _checked(FlowerSend(http), seconds)
             return await _phases(stack, settings, submitters, gateway, ceiling)
     finally:
         http.close()
@@ -120,18 +125,7 @@ async def _phases(
     ceiling: "TaskServiceAsyncStub",
 ) -> IdleResults:
     seconds, numbers = settings.phase_seconds, Numbers()
-    for name, phase in submitters.items():
-        warmup = await phase(numbers.take(WARMUP_CALLS), WARMUP_CALLERS)
-        if not warmup.clean:
-            raise BenchError(f"{name} failed its warm-up: {warmup.error_samples}")
-    results = IdleResults()
-    turns = _Turns(settings.idle_tasks, settings.idle_concurrencies, numbers)
-    results.submit = await _turns(stack, settings, submitters, turns)
-    batchers = {size: _batcher(gateway, size, seconds) for size in settings.batch_sizes}
-    for size, tally in (
-        await _turns(stack, settings, batchers, _Turns(settings.batch_tasks, (1,), numbers))
-    ).items():
-        results.batch[size] = tally[1]
+    results = await _submit_phases(stack, settings, submitters, gateway, numbers)
     status = {
         TASKGATE_STATUS: _checked(GrpcStatus(gateway, await _finished_task(gateway)), seconds),
         CEILING_STATUS: _checked(GrpcStatus(ceiling, CEILING_TASK_ID), seconds),
@@ -143,6 +137,30 @@ async def _phases(
     pid = stack.gateway.popen.pid
     waits = concurrent_waits(stack.gateway.address, pid, xs, settings.concurrent_wait_seconds)
     results.waits = await waits
+    return results
+
+
+async def _submit_phases(
+    stack: BenchStack,
+    settings: BenchSettings,
+    submitters: dict[str, Phase],
+    gateway: "TaskServiceAsyncStub",
+    numbers: Numbers,
+) -> IdleResults:
+    """Every submitter warmed up, then at every concurrency; then SubmitBatch."""
+    for name, phase in submitters.items():
+        warmup = await phase(numbers.take(WARMUP_CALLS), WARMUP_CALLERS)
+        if not warmup.clean:
+            raise BenchError(f"{name} failed its warm-up: {warmup.error_samples}")
+    results = IdleResults()
+    turns = _Turns(settings.idle_tasks, settings.idle_concurrencies, numbers)
+    results.submit = await _turns(stack, settings, submitters, turns)
+    seconds = settings.phase_seconds
+    batchers = {size: _batcher(gateway, size, seconds) for size in settings.batch_sizes}
+    for size, tally in (
+        await _turns(stack, settings, batchers, _Turns(settings.batch_tasks, (1,), numbers))
+    ).items():
+        results.batch[size] = tally[1]
     return results
 
 

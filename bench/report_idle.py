@@ -3,11 +3,11 @@
 from typing import Any
 
 from bench.idle import IDLE_QUEUE
-from bench.idle_suite import STATUS_CALLERS, TASKGATE_SUBMIT, IdleResults
+from bench.idle_suite import CEILING_SUBMIT, STATUS_CALLERS, TASKGATE_SUBMIT, IdleResults
 from bench.settings import BenchSettings
 from bench.stats import Percentiles, Tally
 from bench.suite import FrontEndResult
-from bench.targets import loop_tasks_per_second, targets
+from bench.targets import SUBMIT_CALLERS, loop_tasks_per_second, ratio, targets
 from bench.waits import DEADLINE_BEYOND_WAIT, MB, WaitsResult
 
 
@@ -83,8 +83,8 @@ def _batch_table(idle: IdleResults) -> list[str]:
         _row(["---", "---:", "---:", "---:", "---:"]),
     ]
     for size, tally in idle.batch.items():
-        ratio = tally.tasks_per_second / loop if tally.tasks_per_second and loop else None
-        lines.append(_row([str(size), *_cells(tally), _number(ratio, 2)]))
+        share = tally.tasks_per_second / loop if tally.tasks_per_second and loop else None
+        lines.append(_row([str(size), *_cells(tally), _number(share, 2)]))
     lines += ["", f"The send_task loop, over all its turns: {_number(loop)} tasks/s."]
     return [*lines, ""]
 
@@ -153,6 +153,19 @@ def render_idle(
     ]
     right = sum(t.correct for _, t in idle.tallies())
     lines += [f"Worker-free phases: {right} calls answered right (warm-ups not counted).", *bad]
+    return "\n".join(lines)
+
+
+def render_submit_only(idle: IdleResults, settings: BenchSettings) -> str:
+    """The Submit and SubmitBatch sections, with the ratios the issue asks for."""
+    ours = idle.submit[TASKGATE_SUBMIT][SUBMIT_CALLERS].tasks_per_second
+    ceiling = idle.submit[CEILING_SUBMIT][SUBMIT_CALLERS].tasks_per_second
+    loop = loop_tasks_per_second(idle)
+    ratios = [
+        f"Submit at {SUBMIT_CALLERS} ÷ ceiling: {_number(ratio(ours, ceiling), 2)}",
+        f"Submit at {SUBMIT_CALLERS} ÷ send_task loop: {_number(ratio(ours, loop), 2)}",
+    ]
+    lines = _submit_table(idle, settings, None) + _batch_table(idle) + ratios
     return "\n".join(lines)
 
 

@@ -62,6 +62,11 @@ class BenchSettings:
             concurrent_waits=1000, concurrent_wait_seconds=3,
         )  # fmt: skip
 
+    @classmethod
+    def submit_only(cls) -> "BenchSettings":
+        """`--submit-only`: Submit at 64 in flight and SubmitBatch of 1000, nothing else."""
+        return cls(idle_concurrencies=(64,), idle_tasks=9000, batch_sizes=(1000,))
+
     def split(self, count: int) -> list[int]:
         """`count` calls shared out over the rounds as evenly as they go."""
         share, extra = divmod(count, self.rounds)

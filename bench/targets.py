@@ -56,7 +56,7 @@ def _cap(what: str, bound: float, measured: float | None) -> Target:
     return Target(what, False, bound, measured)
 
 
-def _ratio(ours: float | None, theirs: float | None) -> float | None:
+def ratio(ours: float | None, theirs: float | None) -> float | None:
     return ours / theirs if ours and theirs else None
 
 
@@ -87,15 +87,15 @@ def targets(results: list[FrontEndResult], idle: IdleResults) -> list[Target]:
     direct = {r.name: r.sequential for r in results}
     raw = direct["raw Celery"]
     found = [
-        _floor("Submit at 64 in flight ÷ send_task loop (tasks/s)", 2, _ratio(submit, loop)),
-        _floor("Submit at 64 ÷ Flower send-task at 64", 5, _ratio(submit, rate[FLOWER_SEND])),
+        _floor("Submit at 64 in flight ÷ send_task loop (tasks/s)", 2, ratio(submit, loop)),
+        _floor("Submit at 64 ÷ Flower send-task at 64", 5, ratio(submit, rate[FLOWER_SEND])),
         _floor(
-            "Submit at 64 ÷ empty-handler ceiling at 64", 0.6, _ratio(submit, rate[CEILING_SUBMIT])
+            "Submit at 64 ÷ empty-handler ceiling at 64", 0.6, ratio(submit, rate[CEILING_SUBMIT])
         ),
     ]
     for size, tally in idle.batch.items():
         what = f"SubmitBatch of {size} ÷ send_task loop (tasks/s)"
-        found.append(_floor(what, 20, _ratio(tally.tasks_per_second, loop)))
+        found.append(_floor(what, 20, ratio(tally.tasks_per_second, loop)))
     execute, submit_get = direct["taskgate Execute"], direct["taskgate Submit + GetResult"]
     status = {
         name: idle.status[name].tasks_per_second for name in (TASKGATE_STATUS, CEILING_STATUS)
@@ -104,18 +104,18 @@ def targets(results: list[FrontEndResult], idle: IdleResults) -> list[Target]:
         _cap(
             "Execute p50 ÷ raw Celery send_task + get() p50",
             1.3,
-            _ratio(_median(execute), _median(raw)),
+            ratio(_median(execute), _median(raw)),
         ),
-        _cap("Execute p99 ÷ raw Celery p99", 1.5, _ratio(_p99(execute), _p99(raw))),
+        _cap("Execute p99 ÷ raw Celery p99", 1.5, ratio(_p99(execute), _p99(raw))),
         _cap(
             "Submit + GetResult p50 ÷ raw Celery p50",
             1.6,
-            _ratio(_median(submit_get), _median(raw)),
+            ratio(_median(submit_get), _median(raw)),
         ),
         _floor(
             f"GetStatus at {STATUS_CALLERS} ÷ empty-handler ceiling",
             0.6,
-            _ratio(status[TASKGATE_STATUS], status[CEILING_STATUS]),
+            ratio(status[TASKGATE_STATUS], status[CEILING_STATUS]),
         ),
     ]
     return found + _wait_targets(idle)
