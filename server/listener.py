@@ -12,7 +12,7 @@ from server.auth import TokenAuthenticator
 from server.config import SecuritySettings
 from server.interceptors import GatewayInterceptor
 from server.limits import CallerConcurrencyLimit, CallLimits, ConcurrencyLimit, RateLimit
-from server.observability.access_log import AccessLogInterceptor
+from server.observability.grpc_metrics import MetricsInterceptor
 from server.observability.tracing import TRACING
 from worker.factory import ConfigurationError
 
@@ -28,8 +28,9 @@ def gateway_interceptor(
     security: SecuritySettings,
     authenticator: TokenAuthenticator,
     on_limit: Callable[[str, str], None] | None = None,
+    metrics: MetricsInterceptor | None = None,
 ) -> GatewayInterceptor:
-    """Authentication and limits as configured."""
+    """Authentication and limits as configured, and `metrics` when given."""
     if not authenticator.enabled:
         logger.warning("no TASKGATE_TOKENS_FILE: every caller may call (authentication off)")
     rate = None
@@ -45,7 +46,7 @@ def gateway_interceptor(
         security.stream_write_timeout_seconds,
         security.max_concurrent_reads,
     )
-    return GatewayInterceptor(authenticator, limits, on_limit)
+    return GatewayInterceptor(authenticator, limits, on_limit, metrics)
 
 
 def grpc_server(
@@ -58,14 +59,15 @@ def grpc_server(
     shared_port: bool = False,
 ) -> grpc.aio.Server:
     """An asyncio gRPC server with the gateway's interceptor and message and queue limits;
-    `outer` interceptors (metrics, access logs) see every call, refused ones too;
+    `outer` interceptors see every call, refused ones too: a MetricsInterceptor among them
+    is folded into the gateway's interceptor (one layer a call, not one each);
     `shared_port` when it is one process of a gateway's group."""
+    metrics = [each for each in outer if isinstance(each, MetricsInterceptor)]
     return grpc.aio.server(
         interceptors=[
-            *outer,
+            *(each for each in outer if not isinstance(each, MetricsInterceptor)),
             *TRACING.outer_interceptors(),
-            AccessLogInterceptor(),
-            gateway_interceptor(security, authenticator, on_limit),
+            gateway_interceptor(security, authenticator, on_limit, next(iter(metrics), None)),
             *TRACING.inner_interceptors(),
         ],
         options=[

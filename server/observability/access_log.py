@@ -1,39 +1,32 @@
 """One access-log line per TaskService call, refused calls too, streams when they end.
 
-It comes before the gateway's own interceptor: it sees the status every call ends
-with, refusals included, the request (through the deserializer) and the reply. It also
-keeps the call's W3C trace context for the publishes the call makes.
+The gateway's interceptor (server/interceptors.py) notes what the request and the reply
+name, and writes the line with the status the call ended with, refusals included.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, TypeAlias, cast
+from typing import Any, TypeAlias
 
 import grpc
 
 from server.auth import ANONYMOUS, current_principal
 from server.observability.logs import ACCESS_LOGGER
-from server.observability.tracing import remember_incoming
 from taskgate.v1 import task_service_pb2 as pb
 
 access_logger = logging.getLogger(ACCESS_LOGGER)
 
-_SERVICE_PREFIX = "/taskgate."
 LISTED_IDS = 10  # a SubmitBatch line names its task ids up to this many
 _MAX_FIELD_CHARS = 255
 
 Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
-Behavior: TypeAlias = Callable[[Any, Context], Awaitable[Any]]
-MethodHandler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
 
 
-@dataclass
+@dataclass(slots=True)
 class CallNote:
     """What one call's line says besides its status and duration."""
 
@@ -42,16 +35,6 @@ class CallNote:
     task_ids: list[str] = field(default_factory=list)
     task_count: int | None = None
     trace_id: str = ""
-
-    def fields(self) -> dict[str, Any]:
-        """The structured fields of the line (JSON logs), empty ones left out."""
-        found: dict[str, Any] = {
-            "task": self.task, "task_ids": self.task_ids, "trace_id": self.trace_id
-        }  # fmt: skip
-        found = {name: value for name, value in found.items() if value}
-        if self.task_count is not None:
-            found["task_count"] = self.task_count
-        return found
 
 
 def _printable(text: str) -> str:
@@ -82,7 +65,8 @@ def note_request(note: CallNote, request: object) -> None:
         note.task = ",".join(names[:LISTED_IDS])
         note.task_count = len(request.requests)
     elif isinstance(request, _ASKS_ABOUT_A_TASK):
-        note.task_ids = [_task_id(request.task_id)] if _task_id(request.task_id) else []
+        task_id = _task_id(request.task_id)
+        note.task_ids = [task_id] if task_id else []
 
 
 def note_response(note: CallNote, response: object) -> None:
@@ -101,99 +85,35 @@ def _code_name(context: Context, default: grpc.StatusCode) -> str:
     return (code if isinstance(code, grpc.StatusCode) else default).name
 
 
-def _log(note: CallNote, code: str, started: float, context: Context) -> None:
+def log_call(note: CallNote, default: grpc.StatusCode, started: float, context: Context) -> None:
+    """Write the call's line: `default` is its code unless the call set one (an abort);
+    `started` is its `time.perf_counter()` at the start."""
+    code = _code_name(context, default)
     principal = current_principal.get()
     caller = "-" if principal is ANONYMOUS else principal.name  # the token's name, never it
-    duration_ms = round((time.monotonic() - started) * 1000, 2)
-    ids = ",".join(note.task_ids) or "-"
-    access_logger.info(
-        "%s %s %.2fms task=%s task_ids=%s caller=%s peer=%s",
-        note.rpc, code, duration_ms, note.task or "-", ids, caller, context.peer(),
-        extra={
-            "rpc": note.rpc, "code": code, "duration_ms": duration_ms,
-            "caller": caller, "peer": context.peer(), **note.fields(),
-        },
+    duration_ms = round((time.perf_counter() - started) * 1000, 2)
+    peer = context.peer()
+    fields: dict[str, Any] = {
+        "rpc": note.rpc, "code": code, "duration_ms": duration_ms, "caller": caller, "peer": peer
+    }  # fmt: skip
+    if note.task:
+        fields["task"] = note.task
+    if note.task_ids:
+        fields["task_ids"] = note.task_ids
+    if note.trace_id:
+        fields["trace_id"] = note.trace_id
+    if note.task_count is not None:
+        fields["task_count"] = note.task_count
+    args = (note.rpc, code, duration_ms, note.task or "-", ",".join(note.task_ids) or "-")
+    # Made and handled as `info` would, less its search of the stack for the caller's
+    # file and line, which no format of the gateway's prints.
+    access_logger.handle(
+        access_logger.makeRecord(
+            access_logger.name, logging.INFO, _HERE, 0, _LINE, (*args, caller, peer), None,
+            extra=fields,
+        )
     )  # fmt: skip
 
 
-class AccessLogInterceptor(grpc.aio.ServerInterceptor):
-    """Logs every TaskService call when it ends; health and reflection are not logged."""
-
-    def _timed(self, behavior: Behavior, note: CallNote) -> Behavior:
-        async def run(requests: Any, context: Context) -> Any:
-            started = time.monotonic()
-            trace = remember_incoming(context.invocation_metadata() or ())
-            note.trace_id = trace.trace_id if trace is not None else ""
-            default = grpc.StatusCode.UNKNOWN  # an abort (every refusal) sets its own code
-            try:
-                result = await behavior(requests, context)
-                note_response(note, result)
-                default = grpc.StatusCode.OK
-                return result
-            except asyncio.CancelledError:
-                default = grpc.StatusCode.CANCELLED  # the caller went away: nobody set a code
-                raise
-            finally:
-                _log(note, _code_name(context, default), started, context)
-
-        return run
-
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[MethodHandler | None]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> MethodHandler | None:
-        handler = await continuation(handler_call_details)
-        method = handler_call_details.method
-        if handler is None or not method.startswith(_SERVICE_PREFIX):
-            return handler
-        if not access_logger.isEnabledFor(logging.INFO):
-            # TASKGATE_ACCESS_LOG=off: the call's trace context still reaches its tasks.
-            return _wrapped(handler, _traced, handler.request_deserializer)
-        note = CallNote(method.rpartition("/")[2])
-        return _wrapped(
-            handler, lambda behavior: self._timed(behavior, note), _noting(handler, note)
-        )
-
-
-def _traced(behavior: Behavior) -> Behavior:
-    async def run(requests: Any, context: Context) -> Any:
-        remember_incoming(context.invocation_metadata() or ())
-        return await behavior(requests, context)
-
-    return run
-
-
-def _noting(handler: MethodHandler, note: CallNote) -> Callable[[bytes], Any]:
-    """The handler's deserializer, noting what each request names."""
-    deserialize = handler.request_deserializer
-
-    def read(data: bytes) -> Any:
-        request = deserialize(data) if deserialize is not None else data
-        note_request(note, request)
-        return request
-
-    return read
-
-
-def _wrapped(
-    handler: MethodHandler,
-    wrap: Callable[[Behavior], Behavior],
-    deserializer: Callable[[bytes], Any] | None,
-) -> MethodHandler:
-    """`handler` with its behavior wrapped and its requests read by `deserializer`; the
-    gateway's interceptor serves every TaskService method as a client-streaming coroutine."""
-    serialize = handler.response_serializer
-    if handler.stream_unary is not None:
-        return grpc.stream_unary_rpc_method_handler(
-            wrap(cast(Behavior, handler.stream_unary)),
-            request_deserializer=deserializer,
-            response_serializer=serialize,
-        )
-    if handler.stream_stream is not None:
-        return grpc.stream_stream_rpc_method_handler(
-            wrap(cast(Behavior, handler.stream_stream)),
-            request_deserializer=deserializer,
-            response_serializer=serialize,
-        )
-    return handler
+_HERE = __file__
+_LINE = "%s %s %.2fms task=%s task_ids=%s caller=%s peer=%s"

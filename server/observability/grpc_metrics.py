@@ -42,23 +42,43 @@ def _handler_type(handler: MethodHandler) -> str:
     return "client_stream" if handler.stream_unary is not None else "bidi_stream"
 
 
+class MethodSeries:
+    """One method's series, looked up by their labels once, not at every call."""
+
+    def __init__(self, grpc_type: str, method: str) -> None:
+        self._labels = (grpc_type, *split_method(method))
+        self.started = metrics.GRPC_STARTED.labels(*self._labels)
+        self.received = metrics.GRPC_RECEIVED.labels(*self._labels)
+        self.sent = metrics.GRPC_SENT.labels(*self._labels)
+        self.handling = metrics.GRPC_HANDLING.labels(*self._labels)
+        self._handled: dict[grpc.StatusCode, Any] = {}
+
+    def handled(self, code: grpc.StatusCode) -> Any:
+        """The counter of calls that ended with `code`."""
+        found = self._handled.get(code)
+        if found is None:
+            found = metrics.GRPC_HANDLED.labels(*self._labels, GO_CODE_NAMES[code])
+            self._handled[code] = found
+        return found
+
+
 class _Call:
     """One call's series: counts messages both ways and its end, with its code."""
 
-    def __init__(self, grpc_type: str, method: str) -> None:
-        self.labels = (grpc_type, *split_method(method))
+    def __init__(self, series: MethodSeries) -> None:
+        self._series = series
         self._started = time.perf_counter()
-        metrics.GRPC_STARTED.labels(*self.labels).inc()
+        series.started.inc()
 
     def received(self) -> None:
-        metrics.GRPC_RECEIVED.labels(*self.labels).inc()
+        self._series.received.inc()
 
     def sent(self) -> None:
-        metrics.GRPC_SENT.labels(*self.labels).inc()
+        self._series.sent.inc()
 
     def handled(self, code: grpc.StatusCode) -> None:
-        metrics.GRPC_HANDLED.labels(*self.labels, GO_CODE_NAMES[code]).inc()
-        metrics.GRPC_HANDLING.labels(*self.labels).observe(time.perf_counter() - self._started)
+        self._series.handled(code).inc()
+        self._series.handling.observe(time.perf_counter() - self._started)
 
 
 def _code_set(context: Context) -> grpc.StatusCode | None:
@@ -68,7 +88,7 @@ def _code_set(context: Context) -> grpc.StatusCode | None:
     return code if isinstance(code, grpc.StatusCode) else None
 
 
-def _ended(context: Context, error: BaseException | None) -> grpc.StatusCode:
+def ended(context: Context, error: BaseException | None) -> grpc.StatusCode:
     """The code the caller gets: the one set or aborted with, else from how it ended."""
     code = _code_set(context)
     if code is not None:
@@ -113,13 +133,11 @@ async def _counted(requests: AsyncIterator[Any], call: _Call) -> AsyncIterator[A
 Behaviour: TypeAlias = Callable[..., Any]
 
 
-def _measured(
-    behaviour: Behaviour, grpc_type: str, method: str, request_streams: bool
-) -> Behaviour:
+def _measured(behaviour: Behaviour, series: MethodSeries, request_streams: bool) -> Behaviour:
     """`behaviour` (a coroutine or async generator function) with its call counted."""
 
     def begin(request: Any, context: Context) -> tuple[_Call, Any, Any]:
-        call = _Call(grpc_type, method)
+        call = _Call(series)
         if request_streams:
             request = _counted(request, call)
         else:
@@ -139,7 +157,7 @@ def _measured(
                 error = exc
                 raise
             finally:
-                call.handled(_ended(context, error))
+                call.handled(ended(context, error))
 
         return stream
 
@@ -155,16 +173,43 @@ def _measured(
             error = exc
             raise
         finally:
-            call.handled(_ended(context, error))
+            call.handled(ended(context, error))
 
     return unary
 
 
 class MetricsInterceptor(grpc.aio.ServerInterceptor):
-    """Counts every call the server handles; outermost, so refusals inside count too."""
+    """Counts every call the server handles. Given to `server.listener.grpc_server`, it
+    is folded into the gateway's own interceptor, outside everything there, so that
+    refusals count too; alone, it is an interceptor of its own."""
 
     def __init__(self, types: dict[str, str]) -> None:
         self._types = types  # the proto's own types: TaskService is served client-streaming
+
+    def series(self, method: str, handler: MethodHandler) -> MethodSeries:
+        """The series of `method`, typed as the proto declares it."""
+        return MethodSeries(self._types.get(method) or _handler_type(handler), method)
+
+    def measured(self, method: str, handler: MethodHandler) -> MethodHandler:
+        """`handler` with each of its calls counted."""
+        series = self.series(method, handler)
+        serialization = {
+            "request_deserializer": handler.request_deserializer,
+            "response_serializer": handler.response_serializer,
+        }
+        if handler.unary_unary is not None:
+            wrapped = _measured(handler.unary_unary, series, False)
+            return grpc.unary_unary_rpc_method_handler(wrapped, **serialization)
+        if handler.unary_stream is not None:
+            wrapped = _measured(handler.unary_stream, series, False)
+            return grpc.unary_stream_rpc_method_handler(wrapped, **serialization)
+        if handler.stream_unary is not None:
+            wrapped = _measured(handler.stream_unary, series, True)
+            return grpc.stream_unary_rpc_method_handler(wrapped, **serialization)
+        if handler.stream_stream is not None:
+            wrapped = _measured(handler.stream_stream, series, True)
+            return grpc.stream_stream_rpc_method_handler(wrapped, **serialization)
+        return handler
 
     async def intercept_service(
         self,
@@ -174,22 +219,4 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):
         handler = await continuation(handler_call_details)
         if handler is None:
             return None
-        method = handler_call_details.method
-        grpc_type = self._types.get(method) or _handler_type(handler)
-        serialization = {
-            "request_deserializer": handler.request_deserializer,
-            "response_serializer": handler.response_serializer,
-        }
-        if handler.unary_unary is not None:
-            wrapped = _measured(handler.unary_unary, grpc_type, method, False)
-            return grpc.unary_unary_rpc_method_handler(wrapped, **serialization)
-        if handler.unary_stream is not None:
-            wrapped = _measured(handler.unary_stream, grpc_type, method, False)
-            return grpc.unary_stream_rpc_method_handler(wrapped, **serialization)
-        if handler.stream_unary is not None:
-            wrapped = _measured(handler.stream_unary, grpc_type, method, True)
-            return grpc.stream_unary_rpc_method_handler(wrapped, **serialization)
-        if handler.stream_stream is not None:
-            wrapped = _measured(handler.stream_stream, grpc_type, method, True)
-            return grpc.stream_stream_rpc_method_handler(wrapped, **serialization)
-        return handler
+        return self.measured(handler_call_details.method, handler)
