@@ -5,6 +5,8 @@ import json
 import uuid
 from typing import Any
 
+from kombu.utils import json as kombu_json
+
 from server.dispatch import create_gateway_app
 from server.publish.message import MessageBuilder
 from server.requests import Submission
@@ -50,3 +52,23 @@ def test_a_template_used_again_builds_each_task_as_celery_builds_it_afresh() -> 
         assert decoded(again.payload)["headers"]["id"] == task_id
         tags.add(json.loads(again.payload)["properties"]["delivery_tag"])
     assert len(tags) == 3, "kombu needs a delivery tag of its own for every message"
+
+
+def test_a_message_from_the_encoded_layout_is_the_text_kombu_writes() -> None:
+    app = create_gateway_app(CelerySettings(broker_url=URL, result_backend=URL))
+    afresh_app = create_gateway_app(CelerySettings(broker_url=URL, result_backend=URL))
+    afresh_app.conf.task_routes = (no_route,)
+    reused, afresh = MessageBuilder(app), MessageBuilder(afresh_app)
+    tracing = {"traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"}
+    for headers in ({}, tracing, {"tenant": "é'\"", "b": "2"}, {"id": "mine"}, {"argsrepr": "x"}):
+        for args, kwargs in (([1, 2], {}), (["é\u2028", {"a": [None]}], {"k": 1.5})):
+            task_id = str(uuid.uuid4())
+            submission = Submission("tasks.add", args, kwargs, {"headers": headers})
+            message, fresh = reused.build(task_id, submission), afresh.build(task_id, submission)
+            assert message is not None
+            assert fresh is not None
+            stored = json.loads(message.payload)
+            # json.loads keeps the order of the keys: this is kombu's text for the message.
+            assert message.payload == kombu_json.dumps(stored)
+            assert decoded(message.payload) == decoded(fresh.payload)
+            assert list(stored["headers"]) == list(json.loads(fresh.payload)["headers"])

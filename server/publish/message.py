@@ -3,7 +3,7 @@
 Every piece that decides what goes on the wire is Celery's or kombu's own: the
 router (`app.amqp.router.route`), the message layout (`app.amqp.as_task_v2`), the
 body serializer (`kombu.serialization.dumps`), the envelope encoder
-(`kombu.utils.json.dumps`) and the transport's priority and key rules; this
+(`kombu.utils.json`'s) and the transport's priority and key rules; this
 module only applies them in the order `send_task` does.
 """
 
@@ -15,15 +15,14 @@ from typing import Any, cast
 
 from celery import Celery
 from celery.app.routes import MapRoute
-from celery.utils.saferepr import saferepr
 from kombu import Queue
 from kombu.common import Broadcast
 from kombu.entity import maybe_delivery_mode
 from kombu.transport.redis import PRIORITY_STEPS, Channel
-from kombu.utils.json import dumps as encode_envelope
 
 from server.publish.events import broker_db, sent_event_channel, sent_event_payload
-from server.publish.template import PLACEHOLDER_ID, Envelope, MessageTemplate
+from server.publish.reprs import args_repr, kwargs_repr
+from server.publish.template import PLACEHOLDER_ID, Envelope, MessageTemplate, encode_json
 from server.requests import Submission
 
 # Route options the fast path reproduces; any other (serializer, compression,
@@ -135,8 +134,8 @@ class MessageBuilder:
         if template is None:
             return None
         reprs = self._reprs(submission)
-        envelope = template.fill(task_id, submission.args, submission.kwargs, reprs, headers)
-        return TaskMessage(task_id, template.queue, template.key, _encoded(envelope))
+        payload = template.payload(task_id, submission.args, submission.kwargs, reprs, headers)
+        return TaskMessage(task_id, template.queue, template.key, payload)
 
     def _template(self, task: str, options: dict[str, Any]) -> MessageTemplate | None:
         key = (task, *sorted(options.items()))
@@ -198,8 +197,8 @@ class MessageBuilder:
         amqp: Any = self._app.amqp
         levels = self._repr_levels
         return (
-            saferepr(submission.args, amqp.argsrepr_maxsize, maxlevels=levels),
-            saferepr(submission.kwargs, amqp.kwargsrepr_maxsize, maxlevels=levels),
+            args_repr(submission.args, amqp.argsrepr_maxsize, levels),
+            kwargs_repr(submission.kwargs, amqp.kwargsrepr_maxsize, levels),
         )
 
     def _add_properties(
@@ -222,4 +221,4 @@ class MessageBuilder:
 
 
 def _encoded(envelope: Envelope) -> str:
-    return str(encode_envelope(envelope.encoded()))
+    return encode_json(envelope.encoded())
