@@ -17,6 +17,7 @@ import redis.asyncio
 
 from scripts.stack import RedisServer
 from server.dispatch import Dispatcher, create_gateway_app
+from server.publish.batcher import MOST_PER_SCRIPT
 from server.publish.broker import RedisBroker, same_redis
 from server.publish.message import MessageBuilder, TaskMessage
 from server.publish.publisher import Publisher
@@ -147,3 +148,18 @@ def test_concurrent_publishes_share_one_pipeline_and_keep_their_own_outcome(
     assert isinstance(outcomes[-1], redis.exceptions.ResponseError), outcomes[-1]
     assert "WRONGTYPE" in str(outcomes[-1])
     assert len(queued_ids(broker, 3, "once")) == 100
+
+
+def test_a_redis_that_lost_its_scripts_gets_the_script_again(
+    servers: tuple[RedisServer, RedisServer],
+) -> None:
+    """After SCRIPT FLUSH (what a restart does), every publish of the next turn, more
+    than one script's worth of them, is queued once."""
+    broker, _ = servers
+    url = broker.db_url(5)
+    task_ids = [str(uuid.uuid4()) for _ in range(MOST_PER_SCRIPT + 20)]
+    publish_many(url, url, task_ids[:1], times=1)
+    with redis.Redis.from_url(url) as client:
+        client.script_flush()
+    publish_many(url, url, task_ids, times=2)
+    assert sorted(queued_ids(broker, 5, "once")) == sorted(task_ids)

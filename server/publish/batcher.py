@@ -1,9 +1,12 @@
 """One round trip per event-loop turn for the publish scripts of concurrent calls.
 
 Calls made in the same loop iteration are sent together as one non-transactional
-pipeline of EVALSHAs; each caller gets its own script's result or error, so one
-call's failure fails no other. The script is loaded again after a NOSCRIPT (a
-restarted Redis), which is safe to retry: a script that was not found did not run.
+pipeline, and up to `MOST_PER_SCRIPT` of them in one EVALSHA: the script runs each
+call's part in turn, under `pcall`, so each caller gets its own part's result or
+error and one call's failure fails no other. One command for many calls is what
+saves: redis-py packs, sends and parses a command at a few microseconds each.
+The script is loaded again after a NOSCRIPT (a restarted Redis), which is safe to
+retry: a script that was not found did not run.
 """
 
 import asyncio
@@ -18,6 +21,28 @@ from redis.exceptions import NoScriptError
 
 logger = logging.getLogger(__name__)
 
+MOST_PER_SCRIPT = 128  # calls run by one script: Redis serves nobody else meanwhile
+
+# ARGV: for each call, its number of keys and of arguments, then its arguments;
+# KEYS: each call's keys in turn. `each(KEYS, ARGV)` is the script of one call.
+_EVERY_CALL = """
+local replies, count, key, arg = {}, 0, 1, 1
+while arg <= #ARGV do
+  local nkeys, nargs = tonumber(ARGV[arg]), tonumber(ARGV[arg + 1])
+  local keys, args = {}, {}
+  for i = 1, nkeys do keys[i] = KEYS[key + i - 1] end
+  for i = 1, nargs do args[i] = ARGV[arg + 1 + i] end
+  key, arg = key + nkeys, arg + 2 + nargs
+  local ok, reply = pcall(each, keys, args)
+  if not ok and not (type(reply) == 'table' and reply.err) then
+    reply = redis.error_reply(tostring(reply))
+  end
+  count = count + 1
+  replies[count] = reply
+end
+return replies
+"""
+
 
 @dataclass
 class _Call:
@@ -29,12 +54,13 @@ class _Call:
 
 
 class ScriptBatcher:
-    """Runs one Lua script for many callers, one pipeline per loop turn."""
+    """Runs one Lua script for many callers, one pipeline per loop turn; `script` is
+    the body of one call's, which reads its own KEYS and ARGV."""
 
     def __init__(self, redis: Redis, script: str) -> None:
         self._redis = redis
-        self._script = script
-        self._sha = hashlib.sha1(script.encode()).hexdigest()
+        self._script = f"local function each(KEYS, ARGV)\n{script}\nend\n{_EVERY_CALL}"
+        self._sha = hashlib.sha1(self._script.encode()).hexdigest()
         self._pending: list[_Call] = []
         self._sending: set[asyncio.Task[None]] = set()
 
@@ -53,30 +79,49 @@ class ScriptBatcher:
         sending.add_done_callback(self._sending.discard)
 
     async def _send(self, batch: list[_Call]) -> None:
+        chunks = [
+            batch[start : start + MOST_PER_SCRIPT]
+            for start in range(0, len(batch), MOST_PER_SCRIPT)
+        ]
         try:
-            replies = await self._execute(batch)
+            replies = await self._execute(chunks)
             unknown = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
             if unknown:
                 logger.info("loading the publish script into Redis")
                 await self._redis.script_load(self._script)
-                again = await self._execute([batch[i] for i in unknown])
+                again = await self._execute([chunks[i] for i in unknown])
                 for i, reply in zip(unknown, again, strict=True):
                     replies[i] = reply
+            outcomes = [_each(chunk, reply) for chunk, reply in zip(chunks, replies, strict=True)]
         except BaseException as exc:  # every caller of this pipeline gets the error
             for call in batch:
                 _settle(call, exc)
             if not isinstance(exc, Exception):
                 raise
             return
-        for call, reply in zip(batch, replies, strict=True):
-            _settle(call, reply)
+        for chunk, chunk_outcomes in zip(chunks, outcomes, strict=True):
+            for call, outcome in zip(chunk, chunk_outcomes, strict=True):
+                _settle(call, outcome)
 
-    async def _execute(self, batch: list[_Call]) -> list[Any]:
+    async def _execute(self, chunks: list[list[_Call]]) -> list[Any]:
         pipe = self._redis.pipeline(transaction=False)
-        for call in batch:
-            pipe.evalsha(self._sha, len(call.keys), *call.keys, *call.args)
+        for chunk in chunks:
+            keys = [key for call in chunk for key in call.keys]
+            args: list[str | int] = []
+            for call in chunk:
+                args += (len(call.keys), len(call.args), *call.args)
+            pipe.evalsha(self._sha, len(keys), *keys, *args)
         replies: list[Any] = await pipe.execute(raise_on_error=False)
         return replies
+
+
+def _each(chunk: list[_Call], reply: Any) -> list[Any]:
+    """Each call's outcome from its script's reply: all of them its error, if it failed."""
+    if isinstance(reply, BaseException):
+        return [reply] * len(chunk)
+    if not isinstance(reply, list) or len(reply) != len(chunk):
+        raise RuntimeError(f"the publish script answered {reply!r} for {len(chunk)} calls")
+    return reply
 
 
 def _settle(call: _Call, reply: Any) -> None:
