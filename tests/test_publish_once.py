@@ -113,7 +113,7 @@ def built(builder: MessageBuilder, submission: Submission) -> TaskMessage:
 def test_concurrent_publishes_share_one_pipeline_and_keep_their_own_outcome(
     servers: tuple[RedisServer, RedisServer],
 ) -> None:
-    """100 publishes started in one loop turn go out as one pipeline; the one whose
+    """100 publishes started in one loop turn go out as one script run; the one whose
     priority list's key holds a string (WRONGTYPE) fails alone."""
     broker, _ = servers
     url = broker.db_url(3)
@@ -123,19 +123,24 @@ def test_concurrent_publishes_share_one_pipeline_and_keep_their_own_outcome(
     bad = built(builder, Submission("tasks.add", [], {}, {"queue": "once", "priority": 9}))
     with redis.Redis.from_url(url) as client:
         client.set(bad.key, "not a list")
-    pipelines: list[bool] = []
+    round_trips: list[str] = []
 
     async def run() -> list[Any]:
         client = redis.asyncio.Redis.from_url(url)
         broker = RedisBroker(client, builder.rules, holds_records=False)
         await broker.push(good.pop(), 60, None)  # the queue's declaration goes first
-        real_pipeline = client.pipeline
+        real_pipeline, real_evalsha = client.pipeline, client.evalsha
 
-        def counted(transaction: bool = True, shard_hint: Any = None) -> Any:
-            pipelines.append(transaction)  # a spy: the pipeline still goes to Redis
+        def pipeline(transaction: bool = True, shard_hint: Any = None) -> Any:
+            round_trips.append(f"pipeline, transaction={transaction}")  # spies: still sent
             return real_pipeline(transaction, shard_hint)
 
-        client.pipeline = counted  # type: ignore[method-assign]
+        def evalsha(*args: Any) -> Any:
+            round_trips.append("evalsha")
+            return real_evalsha(*args)
+
+        client.pipeline = pipeline  # type: ignore[method-assign]
+        client.evalsha = evalsha  # type: ignore[assignment,method-assign]
         calls = [broker.push(message, 60, None) for message in good]
         outcomes = await asyncio.gather(*calls, broker.push(bad, 60, None), return_exceptions=True)
         await broker.close()
@@ -143,7 +148,7 @@ def test_concurrent_publishes_share_one_pipeline_and_keep_their_own_outcome(
 
     outcomes = asyncio.run(run())
     app.close()
-    assert pipelines == [False], "one non-transactional pipeline for the whole turn"
+    assert round_trips == ["evalsha"], "one script, one round trip, for the whole turn"
     assert outcomes[:-1] == [True] * 99
     assert isinstance(outcomes[-1], redis.exceptions.ResponseError), outcomes[-1]
     assert "WRONGTYPE" in str(outcomes[-1])
