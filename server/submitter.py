@@ -21,6 +21,7 @@ _CLAIM_POLL_SECONDS = 0.05
 # The lease of a call without a deadline: longer than its slowest publish (the
 # record's write, then the bounded publish retries, each up to a socket timeout).
 LONGEST_LEASE_SECONDS = 30.0
+_QUEUES_KEPT = 1024
 
 
 @dataclass(frozen=True)
@@ -61,6 +62,9 @@ class Submitter:
         self._max_start_delay = max_start_delay
         self._longest_lease = longest_lease
         self._settling: set[asyncio.Future[None]] = set()  # publishes outliving their caller
+        # Queues Celery may publish to stay so (its settings are read once, its queues
+        # only grow), and asking costs microseconds a submission.
+        self._known_queues: set[str] = set()
 
     async def submit(self, submission: Submission, time_left: float | None = None) -> Submitted:
         """Queue the task, or find the one its idempotency key already queued.
@@ -70,10 +74,13 @@ class Submitter:
         self._catalog.check(submission.task)
         current_principal.get().require_task(submission.task)
         queue = submission.options.get("queue")
-        if queue is not None and not self._dispatcher.has_queue(queue):
-            raise InvalidArgument(
-                "options.queue", f"no queue named {queue!r} is configured (task_queues)"
-            )
+        if queue is not None and queue not in self._known_queues:
+            if not self._dispatcher.has_queue(queue):
+                raise InvalidArgument(
+                    "options.queue", f"no queue named {queue!r} is configured (task_queues)"
+                )
+            if len(self._known_queues) < _QUEUES_KEPT:
+                self._known_queues.add(queue)
         self._refuse_redelivery_loop(submission)
         if not submission.idempotency_key:
             task_id = str(uuid.uuid4())

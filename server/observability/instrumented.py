@@ -6,6 +6,7 @@ the metered ones when it wires the gateway.
 
 from collections.abc import AsyncGenerator
 from contextlib import aclosing
+from typing import Any
 
 import grpc
 
@@ -32,6 +33,10 @@ def _outcome(error: Exception) -> str:
     return go_code_name(code)
 
 
+_SUBMITTED_KEPT = 1024  # (task, outcome) series whose label lookup is kept
+_SUBMITTED: dict[tuple[str | None, str], Any] = {}
+
+
 class MeteredSubmitter(Submitter):
     """Counts each submission by task name and outcome."""
 
@@ -40,12 +45,22 @@ class MeteredSubmitter(Submitter):
             submitted = await super().submit(submission, time_left)
         except Exception as exc:
             # A name outside the catalog is the caller's invention: never a label of its own.
-            task = "unknown" if isinstance(exc, NotFound) else _TASK_NAMES(submission.task)
-            metrics.TASKS_SUBMITTED.labels(task, _outcome(exc)).inc()
+            _count_submitted(None if isinstance(exc, NotFound) else submission.task, _outcome(exc))
             raise
-        outcome = "deduplicated" if submitted.deduplicated else "queued"
-        metrics.TASKS_SUBMITTED.labels(_TASK_NAMES(submission.task), outcome).inc()
+        _count_submitted(submission.task, "deduplicated" if submitted.deduplicated else "queued")
         return submitted
+
+
+def _count_submitted(task: str | None, outcome: str) -> None:
+    """One submission of `task` (None: a name outside the catalog) with `outcome`; its
+    series looked up once."""
+    series = _SUBMITTED.get((task, outcome))
+    if series is None:
+        label = "unknown" if task is None else _TASK_NAMES(task)
+        series = metrics.TASKS_SUBMITTED.labels(label, outcome)
+        if len(_SUBMITTED) < _SUBMITTED_KEPT:
+            _SUBMITTED[(task, outcome)] = series
+    series.inc()
 
 
 class MeteredPublisher(Publisher):
