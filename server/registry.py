@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 
+from server import background
 from server.dispatch import Dispatcher
 from server.errors import GatewayError, Unavailable
 
@@ -160,7 +161,4 @@ class WorkerRegistry:
 
     async def close(self) -> None:
         """Stop refreshing."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await background.stop(self._task)

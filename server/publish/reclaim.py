@@ -15,7 +15,6 @@ of many does it. It relies on taskgate's workers' run claims (see ReclaimSetting
 """
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -24,6 +23,7 @@ from typing import cast
 
 from redis.asyncio import Redis
 
+from server import background
 from server.config import ReclaimSettings
 from server.observability import metrics
 from server.publish.inflight import InFlight, InflightKeys
@@ -210,8 +210,5 @@ class Reclaimer:
 
     async def close(self) -> None:
         """Stop sweeping and close the broker client (the backend's is the gateway's)."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await background.stop(self._task)
         await self._broker.aclose()
