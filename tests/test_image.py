@@ -137,7 +137,7 @@ def test_a_gateway_and_workers_from_the_image_run_tasks(image_root: Path) -> Non
     home.mkdir()
     host = Host(0, {runtime().workdir(): home}, python=image_root / "venv" / "bin" / "python")
     imported = subprocess.run(
-        [host.python, "-c", "import server, worker; print(server.__file__, worker.__file__)"],
+        [host.python, "-c", "import taskgate.server as s, taskgate.worker as w; print(s, w)"],
         cwd=home,
         env=host.env({}),
         capture_output=True,
