@@ -8,8 +8,8 @@ import time
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 
-from server.dispatch import Dispatcher
-from server.errors import GatewayError, Unavailable
+from taskgate.server.dispatch import Dispatcher
+from taskgate.server.errors import GatewayError, Unavailable
 
 logger = logging.getLogger(__name__)
 

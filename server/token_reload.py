@@ -11,7 +11,7 @@ import os
 import signal
 from pathlib import Path
 
-from server.auth import TokenAuthenticator, TokensFileError
+from taskgate.server.auth import TokenAuthenticator, TokensFileError
 
 logger = logging.getLogger(__name__)
 

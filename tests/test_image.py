@@ -65,7 +65,7 @@ def test_the_image_runs_the_gateway_as_non_root_without_a_healthcheck() -> None:
     assert image.arguments("USER"), "the image runs as root"
     assert image.arguments("USER")[-1] not in ("root", "0")
     assert not any(stage.arguments("HEALTHCHECK") for stage in stages())
-    assert image.cmd() == ["python", "-m", "server"]
+    assert image.cmd() == ["python", "-m", "taskgate.server"]
     copied = {arguments.split()[0] for arguments in stages()[0].arguments("COPY")}
     pyproject = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())
     for pattern in pyproject["tool"]["setuptools"]["packages"]["find"]["include"]:
