@@ -203,13 +203,13 @@ def start_worker(
     name: str | None = None,
     run_on: Sequence[str] = (),
 ) -> ManagedProcess:
-    """Start `celery -A worker worker` and wait until it says it is ready.
+    """Start `celery -A taskgate.worker worker` and wait until it says it is ready.
 
     `run_on` prefixes the command, to run it on another host (`ip netns exec NAME`).
     """
     name = name or f"worker-{uuid.uuid4().hex[:8]}"
     argv = [
-        sys.executable, "-m", "celery", "-A", "worker", "worker",
+        sys.executable, "-m", "celery", "-A", "taskgate.worker", "worker",
         "--loglevel=INFO", f"--concurrency={concurrency}", f"--hostname={name}@%h",
         "--without-mingle", "--without-gossip",
     ]  # fmt: skip
@@ -221,7 +221,7 @@ def start_worker(
 
 
 class Gateway(ManagedProcess):
-    """`python -m server` on a free loopback port; `address` is where it listens, and
+    """`python -m taskgate.server` on a free loopback port; `address` is where it listens, and
     `metrics_url` where it serves `/metrics` (None when off).
 
     `run_on` prefixes the command, to run it on another host (`ip netns exec NAME`).
@@ -237,7 +237,7 @@ class Gateway(ManagedProcess):
     ) -> None:
         # A free port by default: many gateways run at once in the tests. `env` wins.
         env = {"TASKGATE_METRICS_LISTEN": metrics_listen, **env, "TASKGATE_LISTEN": listen}
-        argv = [*run_on, sys.executable, "-m", "server"]
+        argv = [*run_on, sys.executable, "-m", "taskgate.server"]
         super().__init__(f"gateway-{uuid.uuid4().hex[:8]}", argv, env, log_dir)
         match = self.wait_for_log(_GATEWAY_READY)
         self.address = f"{match.group(1)}:{match.group(2)}"

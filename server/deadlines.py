@@ -18,7 +18,7 @@ from collections.abc import Iterator
 
 from google.protobuf.duration_pb2 import Duration
 
-from server import times
+from taskgate.server import times
 
 MARGIN_SECONDS = 0.1
 """What a lone wait keeps before its deadline, so the reply (ready=false) still arrives.

@@ -17,10 +17,10 @@ from google.protobuf.message import DecodeError
 from google.rpc import code_pb2, status_pb2
 from grpc_status import rpc_status
 
-from server.auth import TokenAuthenticator, current_principal
-from server.errors import GatewayError, InvalidArgument
-from server.limits import CallLimits, ReadSlots, ResourceExhausted, StreamNotRead
-from server.sizes import largest_valid_requests
+from taskgate.server.auth import TokenAuthenticator, current_principal
+from taskgate.server.errors import GatewayError, InvalidArgument
+from taskgate.server.limits import CallLimits, ReadSlots, ResourceExhausted, StreamNotRead
+from taskgate.server.sizes import largest_valid_requests
 
 logger = logging.getLogger(__name__)
 

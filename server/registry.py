@@ -8,9 +8,9 @@ import time
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 
-from server import background
-from server.dispatch import Dispatcher
-from server.errors import GatewayError, Unavailable
+from taskgate.server import background
+from taskgate.server.dispatch import Dispatcher
+from taskgate.server.errors import GatewayError, Unavailable
 
 logger = logging.getLogger(__name__)
 

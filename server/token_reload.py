@@ -10,8 +10,8 @@ import os
 import signal
 from pathlib import Path
 
-from server import background
-from server.auth import TokenAuthenticator, TokensFileError
+from taskgate.server import background
+from taskgate.server.auth import TokenAuthenticator, TokensFileError
 
 logger = logging.getLogger(__name__)
 

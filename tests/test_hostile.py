@@ -104,7 +104,7 @@ def private_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Private
     env = celery_env(
         server.url,
         server.url,
-        TASKGATE_TASK_MODULES="worker.tasks,tests.support_tasks",
+        TASKGATE_TASK_MODULES="taskgate.worker.tasks,tests.support_tasks",
         PYTHONPATH=str(REPO_ROOT),
     )
     try:

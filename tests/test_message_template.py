@@ -5,10 +5,10 @@ import json
 import uuid
 from typing import Any
 
-from server.dispatch import create_gateway_app
-from server.publish.message import MessageBuilder
-from server.requests import Submission
-from worker.config import CelerySettings
+from taskgate.server.dispatch import create_gateway_app
+from taskgate.server.publish.message import MessageBuilder
+from taskgate.server.requests import Submission
+from taskgate.worker.config import CelerySettings
 
 URL = "redis://127.0.0.1:1/0"  # never connected to: building a message does no I/O
 

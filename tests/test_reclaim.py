@@ -16,9 +16,9 @@ import pytest
 import redis
 
 from scripts.stack import Gateway, ManagedProcess, RedisServer, start_worker
-from server.config import ReclaimSettings, SettingsError
-from server.publish.inflight import InflightKeys
-from server.publish.reclaim import MAX_RECLAIMS
+from taskgate.server.config import ReclaimSettings, SettingsError
+from taskgate.server.publish.inflight import InflightKeys
+from taskgate.server.publish.reclaim import MAX_RECLAIMS
 from taskgate.v1 import task_service_pb2 as pb
 from taskgate.v1 import task_service_pb2_grpc as pb_grpc
 from tests.fault_helpers import await_result, fault_env, managed, poll, runs, seconds, unique

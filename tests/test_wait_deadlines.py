@@ -14,8 +14,8 @@ import grpc
 import pytest
 
 from scripts.stack import Gateway
-from server.batch import MAX_BATCH
-from server.deadlines import WaitEnds, header_rounding
+from taskgate.server.batch import MAX_BATCH
+from taskgate.server.deadlines import WaitEnds, header_rounding
 from taskgate.v1 import task_service_pb2 as pb
 from taskgate.v1 import task_service_pb2_grpc as pb_grpc
 from tests.lifecycle_helpers import seconds

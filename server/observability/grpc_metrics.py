@@ -15,8 +15,8 @@ from typing import Any, TypeAlias
 
 import grpc
 
-from server.observability import metrics
-from server.observability.grpc_names import GO_CODE_NAMES, STATUS_CODES, split_method
+from taskgate.server.observability import metrics
+from taskgate.server.observability.grpc_names import GO_CODE_NAMES, STATUS_CODES, split_method
 
 MethodHandler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
 Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]

@@ -15,9 +15,9 @@ from typing import Any
 from celery import Celery
 from redis.asyncio import Redis
 
-from server import background
-from server.observability import metrics
-from server.publish.message import KeyRules
+from taskgate.server import background
+from taskgate.server.observability import metrics
+from taskgate.server.publish.message import KeyRules
 
 logger = logging.getLogger(__name__)
 

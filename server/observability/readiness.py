@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from grpc_health.v1 import health, health_pb2
 
-from server import background
+from taskgate.server import background
 
 logger = logging.getLogger(__name__)
 

@@ -23,11 +23,11 @@ from typing import cast
 
 from redis.asyncio import Redis
 
-from server import background
-from server.config import ReclaimSettings
-from server.observability import metrics
-from server.publish.inflight import InFlight, InflightKeys
-from worker.guard import claim_key
+from taskgate.server import background
+from taskgate.server.config import ReclaimSettings
+from taskgate.server.observability import metrics
+from taskgate.server.publish.inflight import InFlight, InflightKeys
+from taskgate.worker.guard import claim_key
 
 logger = logging.getLogger(__name__)
 
