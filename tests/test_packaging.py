@@ -22,7 +22,7 @@ from scripts.stack import REPO_ROOT
 
 PROJECT_SERVER = "ORIGIN = 'the project server package'\n"
 PROJECT_WORKER = "ORIGIN = 'the project worker module'\n"
-COMMANDS = ("taskgate", "taskgate-gateway", "taskgate-worker")
+COMMANDS = ("taskgate", "taskgate-gateway", "taskgate-worker", "taskgate-purge")
 # What a checkout holds beyond a clone: environments, caches, builds, logs.
 LOCAL = (".git", ".venv", "node_modules", "build", "*.egg-info", "*cache*", ".run", "*.pyc")
 # `python -m server`, `celery -A worker`, ["-m", "server"], `from worker.x import`: each
