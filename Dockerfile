@@ -1,6 +1,6 @@
 # One image for both sides of taskgate (see docker-compose.yml):
-#   the gateway, by default:  python -m server
-#   a worker:                 celery -A worker worker --loglevel=INFO
+#   the gateway, by default:  python -m taskgate.server
+#   a worker:                 celery -A taskgate.worker worker --loglevel=INFO
 # tests/test_image.py runs this file's RUN commands and ENV into a fresh virtualenv and
 # starts a gateway and a worker from it, so keep them runnable as they are written.
 # RUN --mount needs BuildKit: the default builder since Docker Engine 23.
@@ -48,4 +48,4 @@ WORKDIR /home/taskgate
 
 # gRPC, and the Prometheus metrics (TASKGATE_METRICS_LISTEN).
 EXPOSE 50051 9464
-CMD ["python", "-m", "server"]
+CMD ["python", "-m", "taskgate.server"]

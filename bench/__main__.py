@@ -81,7 +81,9 @@ def main(argv: list[str] | None = None) -> int:
     if not args.keep_logs:
         shutil.rmtree(log_dir, ignore_errors=True)
     setup = setup_rows(settings, args.quick, (load_before, os.getloadavg()[0]))
-    setup["gateway"] = f"`python -m server`, default settings, {gateway_processes} process(es)"
+    setup["gateway"] = (
+        f"`python -m taskgate.server`, default settings, {gateway_processes} process(es)"
+    )
     setup.update(idle_setup_rows(settings))
     chart = args.output.with_suffix(".png")
     write_chart(idle.submit, chart)

@@ -36,8 +36,8 @@ from taskgate.v1 import task_service_pb2_grpc as pb_grpc
 
 if TYPE_CHECKING:  # the async stub class exists only in the generated .pyi
     from taskgate.v1.task_service_pb2_grpc import TaskServiceAsyncStub
-from worker.config import CelerySettings
-from worker.factory import create_app
+from taskgate.worker.config import CelerySettings
+from taskgate.worker.factory import create_app
 
 TASKGATE_SUBMIT = "taskgate Submit"
 CEILING_SUBMIT = "empty-handler ceiling Submit"

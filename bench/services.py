@@ -36,7 +36,7 @@ _FLOWER_LISTENING = re.compile(r"Visit me at http://127\.0\.0\.1:(\d+)")
 
 
 def start_flower(env: dict[str, str], log_dir: Path) -> tuple[ManagedProcess, int]:
-    """`celery -A worker flower` on a free loopback port, its API open without auth.
+    """`celery -A taskgate.worker flower` on a free loopback port, its API open without auth.
 
     Flower 2.x answers 401 on every API call unless FLOWER_UNAUTHENTICATED_API is
     set (or auth is configured). Events are off: with them on, Flower switches the
@@ -45,7 +45,7 @@ def start_flower(env: dict[str, str], log_dir: Path) -> tuple[ManagedProcess, in
     """
     port = free_port()
     argv = [
-        sys.executable, "-m", "celery", "-A", "worker", "flower",
+        sys.executable, "-m", "celery", "-A", "taskgate.worker", "flower",
         f"--port={port}", "--address=127.0.0.1", "--enable_events=False",
     ]  # fmt: skip
     flower_env = {**env, "FLOWER_UNAUTHENTICATED_API": "true"}

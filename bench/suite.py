@@ -30,8 +30,8 @@ from bench.settings import BenchSettings
 from bench.stats import Tally
 from scripts.stack import StackError
 from taskgate.v1 import task_service_pb2_grpc as pb_grpc
-from worker.config import CelerySettings
-from worker.factory import create_app
+from taskgate.worker.config import CelerySettings
+from taskgate.worker.factory import create_app
 
 
 class BenchError(RuntimeError):

@@ -20,6 +20,10 @@ from pathlib import Path
 
 import redis
 
+from taskgate.server.publish.inflight import InflightKeys
+from taskgate.server.publish.message import KeyRules
+from taskgate.server.purge import purge
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 READY_TIMEOUT = 30.0
 _GATEWAY_READY = re.compile(r"taskgate listening on (\S+):(\d+)")
@@ -157,23 +161,9 @@ class RedisServer(ManagedProcess):
 
 def purge_queue(client: redis.Redis, queue: str) -> None:
     """Drop every message waiting in `queue` (each of its priority lists) and the
-    gateway's in-flight copies of them, so that its reclaimer does not queue them again."""
-    lists = {key.decode() for key in client.scan_iter(match=f"{queue}*", count=1000)}
-    if lists:
-        client.delete(*lists)
-    index = "taskgate:inflight"
-    members: list[bytes] = client.zrange(index, 0, -1)  # type: ignore[assignment]
-    task_ids = [member.decode() for member in members]
-    with client.pipeline(transaction=False) as pipe:
-        for task_id in task_ids:
-            pipe.hget(f"{index}:{task_id}", "queue")
-        queues = pipe.execute()
-    purged = [
-        task_id for task_id, q in zip(task_ids, queues, strict=True) if q and q.decode() in lists
-    ]
-    if purged:
-        client.zrem(index, *purged)
-        client.delete(*(f"{index}:{task_id}" for task_id in purged))
+    gateway's in-flight copies of them, so that its reclaimer does not queue them again
+    (what `taskgate-purge` does, with the default transport options)."""
+    purge(client, KeyRules(), InflightKeys(), [queue])
 
 
 def celery_env(broker_url: str, backend_url: str, **extra: str) -> dict[str, str]:
@@ -203,13 +193,13 @@ def start_worker(
     name: str | None = None,
     run_on: Sequence[str] = (),
 ) -> ManagedProcess:
-    """Start `celery -A worker worker` and wait until it says it is ready.
+    """Start `celery -A taskgate.worker worker` and wait until it says it is ready.
 
     `run_on` prefixes the command, to run it on another host (`ip netns exec NAME`).
     """
     name = name or f"worker-{uuid.uuid4().hex[:8]}"
     argv = [
-        sys.executable, "-m", "celery", "-A", "worker", "worker",
+        sys.executable, "-m", "celery", "-A", "taskgate.worker", "worker",
         "--loglevel=INFO", f"--concurrency={concurrency}", f"--hostname={name}@%h",
         "--without-mingle", "--without-gossip",
     ]  # fmt: skip
@@ -221,7 +211,7 @@ def start_worker(
 
 
 class Gateway(ManagedProcess):
-    """`python -m server` on a free loopback port; `address` is where it listens, and
+    """`python -m taskgate.server` on a free loopback port; `address` is where it listens, and
     `metrics_url` where it serves `/metrics` (None when off).
 
     `run_on` prefixes the command, to run it on another host (`ip netns exec NAME`).
@@ -237,7 +227,7 @@ class Gateway(ManagedProcess):
     ) -> None:
         # A free port by default: many gateways run at once in the tests. `env` wins.
         env = {"TASKGATE_METRICS_LISTEN": metrics_listen, **env, "TASKGATE_LISTEN": listen}
-        argv = [*run_on, sys.executable, "-m", "server"]
+        argv = [*run_on, sys.executable, "-m", "taskgate.server"]
         super().__init__(f"gateway-{uuid.uuid4().hex[:8]}", argv, env, log_dir)
         match = self.wait_for_log(_GATEWAY_READY)
         self.address = f"{match.group(1)}:{match.group(2)}"

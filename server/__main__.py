@@ -1,11 +1,15 @@
-"""`python -m server`: run the gateway with settings from the environment."""
+"""`python -m taskgate.server`: run the gateway with settings from the environment."""
 
 import sys
 
-from server.app import serve
-from server.config import GatewaySettings
-from server.launch import configuration_errors_in_one_line, configure_logging, event_loop_runner
-from server.process_group import run_group, serve_in_group
+from taskgate.server.app import serve
+from taskgate.server.config import GatewaySettings
+from taskgate.server.launch import (
+    configuration_errors_in_one_line,
+    configure_logging,
+    event_loop_runner,
+)
+from taskgate.server.process_group import run_group, serve_in_group
 
 
 def main() -> None:

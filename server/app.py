@@ -17,38 +17,38 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from server.auth import TokenAuthenticator
-from server.catalog import Catalog
-from server.config import GatewaySettings
-from server.dispatch import Dispatcher, create_gateway_app
-from server.idempotency import IdempotencyKeys
-from server.listener import bind, grpc_server
-from server.observability.grpc_metrics import MetricsInterceptor, initialize
-from server.observability.grpc_names import method_types
-from server.observability.instrumented import (
+from taskgate.server.auth import TokenAuthenticator
+from taskgate.server.catalog import Catalog
+from taskgate.server.config import GatewaySettings
+from taskgate.server.dispatch import Dispatcher, create_gateway_app
+from taskgate.server.idempotency import IdempotencyKeys
+from taskgate.server.listener import bind, grpc_server
+from taskgate.server.observability.grpc_metrics import MetricsInterceptor, initialize
+from taskgate.server.observability.grpc_names import method_types
+from taskgate.server.observability.instrumented import (
     MeteredGateway,
     MeteredPublisher,
     MeteredSubmitter,
     count_limit,
 )
-from server.observability.operations import Operations, start_metrics, start_operations
-from server.observability.tracing import TRACING
-from server.publish.broker import RedisBroker, same_redis
-from server.publish.inflight import InflightKeys, inflight_keys
-from server.publish.message import MessageBuilder
-from server.publish.publisher import Publisher, own_path_broker_url
-from server.publish.reclaim import Reclaimer
-from server.records import DispatchRecords, as_seconds
-from server.redis_urls import check_urls, connect
-from server.registry import WorkerRegistry
-from server.results import ResultStore
-from server.servicer import TaskService
-from server.startup_checks import require_broker_transport
-from server.token_reload import TokenReloader
-from server.watcher import ResultWatcher
+from taskgate.server.observability.operations import Operations, start_metrics, start_operations
+from taskgate.server.observability.tracing import TRACING
+from taskgate.server.publish.broker import RedisBroker, same_redis
+from taskgate.server.publish.inflight import InflightKeys, inflight_keys
+from taskgate.server.publish.message import MessageBuilder
+from taskgate.server.publish.publisher import Publisher, own_path_broker_url
+from taskgate.server.publish.reclaim import Reclaimer
+from taskgate.server.records import DispatchRecords, as_seconds
+from taskgate.server.redis_urls import check_urls, connect
+from taskgate.server.registry import WorkerRegistry
+from taskgate.server.results import ResultStore
+from taskgate.server.servicer import TaskService
+from taskgate.server.startup_checks import require_broker_transport
+from taskgate.server.token_reload import TokenReloader
+from taskgate.server.watcher import ResultWatcher
 from taskgate.v1 import task_service_pb2 as pb
 from taskgate.v1 import task_service_pb2_grpc as pb_grpc
-from worker.factory import ConfigurationError, describe
+from taskgate.worker.factory import ConfigurationError, describe
 
 logger = logging.getLogger(__name__)
 

@@ -5,7 +5,7 @@ Tokens are configured as SHA-256 digests, never in plain text, in a JSON file
 
     {"tokens": [{"name": "billing", "sha256": "<hex>", "tasks": ["billing.*"], "cancel": false}]}
 
-`python -m server.auth NAME [PATTERN ...]` makes a new random token and prints it
+`python -m taskgate.server.auth NAME [PATTERN ...]` makes a new random token and prints it
 with the entry to add. Tokens are high-entropy random strings, so a plain digest
 is enough to keep them out of configuration; it is compared in constant time.
 """
@@ -22,7 +22,7 @@ from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any
 
-from server.errors import PermissionDenied, Unauthenticated
+from taskgate.server.errors import PermissionDenied, Unauthenticated
 
 
 @dataclass(frozen=True)
@@ -162,7 +162,7 @@ def _entry(raw: Any, where: str) -> TokenEntry:
     if len(token_digest) != hashlib.sha256().digest_size:
         raise TokensFileError(
             f"{where} ({raw['name']!r}): sha256={sha256!r}; expected the token's SHA-256 "
-            "digest as 64 hex digits (python -m server.auth NAME makes one)"
+            "digest as 64 hex digits (python -m taskgate.server.auth NAME makes one)"
         )
     tasks = raw.get("tasks", [])
     if not isinstance(tasks, list) or not all(isinstance(t, str) for t in tasks):
@@ -174,7 +174,7 @@ def _entry(raw: Any, where: str) -> TokenEntry:
 def main(argv: Sequence[str]) -> None:
     """Print a new token and the tokens-file entry that grants it `argv[1:]` patterns."""
     if not argv:
-        sys.exit("usage: python -m server.auth NAME [TASK_PATTERN ...]")
+        sys.exit("usage: python -m taskgate.server.auth NAME [TASK_PATTERN ...]")
     token = secrets.token_urlsafe(32)
     entry = {
         "name": argv[0],

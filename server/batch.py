@@ -3,9 +3,9 @@
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 
-from server.errors import GatewayError, InvalidArgument
-from server.requests import Submission, parse_submit
-from server.submitter import Submitted
+from taskgate.server.errors import GatewayError, InvalidArgument
+from taskgate.server.requests import Submission, parse_submit
+from taskgate.server.submitter import Submitted
 from taskgate.v1 import task_service_pb2 as pb
 
 MAX_BATCH = 1000

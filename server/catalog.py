@@ -4,7 +4,7 @@ import logging
 from collections.abc import Callable, Collection, Iterable
 from fnmatch import fnmatchcase
 
-from server.errors import NotFound, Unavailable
+from taskgate.server.errors import NotFound, Unavailable
 
 logger = logging.getLogger(__name__)
 

@@ -4,7 +4,7 @@ import json
 import math
 from typing import Any
 
-from server.errors import InvalidArgument
+from taskgate.server.errors import InvalidArgument
 
 
 def _reject_constant(name: str) -> Any:

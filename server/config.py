@@ -7,9 +7,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from worker.config import CelerySettings
-from worker.logs import log_format
-from worker.tracing import tracing_exporters
+from taskgate.worker.config import CelerySettings
+from taskgate.worker.logs import log_format
+from taskgate.worker.tracing import tracing_exporters
 
 
 class SettingsError(ValueError):

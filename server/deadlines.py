@@ -18,7 +18,7 @@ from collections.abc import Iterator
 
 from google.protobuf.duration_pb2 import Duration
 
-from server import times
+from taskgate.server import times
 
 MARGIN_SECONDS = 0.1
 """What a lone wait keeps before its deadline, so the reply (ready=false) still arrives.
@@ -47,11 +47,13 @@ def requested_wait(wait: Duration | None) -> float:
 
 
 class WaitEnds:
-    """The end of every wait in flight, at least one reply's time apart.
+    """The end of every wait in flight, at least one reply's time apart near deadlines.
 
     A new wait ends at the latest time before its deadline (less `margin`)
     that is `per_reply` away from every other end; in a crowd that means just
-    below the run of ends packed there. A wait that ends early (its task
+    below the run of ends packed there. A wait whose deadline leaves room for
+    the replies of every wait in flight ends when it asked to: its reply is on
+    time however many leave with it. A wait that ends early (its task
     finished) gives its place back.
     """
 
@@ -69,11 +71,14 @@ class WaitEnds:
         at most `wait` (and `cap`) seconds from now, and a margin before the deadline that
         `time_remaining` gives, wider as more waits end just before it."""
         now = asyncio.get_running_loop().time()
-        latest = now + min(wait, cap)
-        if time_remaining is not None:
+        asked = now + min(wait, cap)
+        if time_remaining is None:
+            end = asked
+        else:
             margin = self._margin + header_rounding(time_remaining)
-            latest = min(latest, now + time_remaining - margin)
-        end = self._place(latest)
+            latest = now + time_remaining - margin
+            room = (len(self._ends) + 1) * self._per_reply
+            end = asked if asked + room <= latest else self._place(min(asked, latest))
         # A crowd can push the end below now; the clamped end goes where it sorts, so
         # that the list stays sorted and the removal below finds it.
         end = max(end, now)

@@ -17,10 +17,10 @@ from kombu.exceptions import OperationalError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from server.errors import Unavailable
-from server.requests import Submission
-from worker.config import CelerySettings
-from worker.factory import ConfigurationError, create_app
+from taskgate.server.errors import Unavailable
+from taskgate.server.requests import Submission
+from taskgate.worker.config import CelerySettings
+from taskgate.worker.factory import ConfigurationError, create_app
 
 logger = logging.getLogger(__name__)
 

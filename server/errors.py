@@ -1,6 +1,6 @@
 """The gateway's exceptions, each tied to the gRPC status code a caller receives.
 
-Domain code raises these; `server.interceptors` turns them into statuses in one place.
+Domain code raises these; `taskgate.server.interceptors` turns them into statuses in one place.
 """
 
 from collections.abc import Iterator

@@ -9,13 +9,13 @@ from dataclasses import dataclass
 
 from celery import states
 
-from server.dispatch import Dispatcher
-from server.errors import NotFound, ResultIgnored, Unavailable
-from server.outage import Outage
-from server.records import DispatchRecord, DispatchRecords
-from server.registry import WorkerRegistry
-from server.results import PENDING, ResultStore, TaskSnapshot
-from server.watcher import LOST, ResultWatcher, Watch
+from taskgate.server.dispatch import Dispatcher
+from taskgate.server.errors import NotFound, ResultIgnored, Unavailable
+from taskgate.server.outage import Outage
+from taskgate.server.records import DispatchRecord, DispatchRecords
+from taskgate.server.registry import WorkerRegistry
+from taskgate.server.results import PENDING, ResultStore, TaskSnapshot
+from taskgate.server.watcher import LOST, ResultWatcher, Watch
 from taskgate.v1 import task_service_pb2 as pb
 
 logger = logging.getLogger(__name__)
@@ -138,7 +138,7 @@ class Gateway:
         """Snapshots as reported, until `until` (event-loop time; None: until cancelled),
         and the last one again every `tick` seconds without a change.
 
-        An outage of the result backend is ridden out (see `server.outage`):
+        An outage of the result backend is ridden out (see `taskgate.server.outage`):
         Unavailable only if the state is still unknown when the wait runs out.
         """
         async with self._watcher.watch(self._store.key_for(task_id)) as watch:

@@ -17,8 +17,8 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from server.errors import redis_unavailable
-from server.requests import Submission
+from taskgate.server.errors import redis_unavailable
+from taskgate.server.requests import Submission
 
 _PREFIX = "taskgate:idempotency:"
 

@@ -18,13 +18,13 @@ from google.protobuf.message import DecodeError
 from google.rpc import code_pb2, status_pb2
 from grpc_status import rpc_status
 
-from server.auth import TokenAuthenticator, current_principal
-from server.errors import GatewayError, InvalidArgument
-from server.limits import CallLimits, ReadSlots, ResourceExhausted, StreamNotRead
-from server.observability.access_log import CallNote, log_call, note_request, note_response
-from server.observability.calls import Call, Calls
-from server.observability.grpc_metrics import MetricsInterceptor
-from server.sizes import largest_valid_requests
+from taskgate.server.auth import TokenAuthenticator, current_principal
+from taskgate.server.errors import GatewayError, InvalidArgument
+from taskgate.server.limits import CallLimits, ReadSlots, ResourceExhausted, StreamNotRead
+from taskgate.server.observability.access_log import CallNote, log_call, note_request, note_response
+from taskgate.server.observability.calls import Call, Calls
+from taskgate.server.observability.grpc_metrics import MetricsInterceptor
+from taskgate.server.sizes import largest_valid_requests
 
 logger = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """What every gateway process does first: logging, the event loop, one-line errors.
 
-Shared by `python -m server` and each process of a group (server/process_group.py),
+Shared by `python -m taskgate.server` and each process of a group (server/process_group.py),
 which starts in a fresh interpreter and must set itself up the same way.
 """
 
@@ -11,10 +11,10 @@ from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from server.auth import TokensFileError
-from server.config import LogSettings, SettingsError
-from server.observability import logs as observability_logs
-from worker.factory import ConfigurationError
+from taskgate.server.auth import TokensFileError
+from taskgate.server.config import LogSettings, SettingsError
+from taskgate.server.observability import logs as observability_logs
+from taskgate.worker.factory import ConfigurationError
 
 
 @contextmanager

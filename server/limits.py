@@ -10,7 +10,7 @@ from google.protobuf.duration_pb2 import Duration
 from google.protobuf.message import Message
 from google.rpc import code_pb2, error_details_pb2
 
-from server.errors import GatewayError
+from taskgate.server.errors import GatewayError
 
 
 class ResourceExhausted(GatewayError):

@@ -8,13 +8,13 @@ from collections.abc import Callable, Sequence
 
 import grpc
 
-from server.auth import TokenAuthenticator
-from server.config import SecuritySettings
-from server.interceptors import GatewayInterceptor
-from server.limits import CallerConcurrencyLimit, CallLimits, ConcurrencyLimit, RateLimit
-from server.observability.grpc_metrics import MetricsInterceptor
-from server.observability.tracing import TRACING
-from worker.factory import ConfigurationError
+from taskgate.server.auth import TokenAuthenticator
+from taskgate.server.config import SecuritySettings
+from taskgate.server.interceptors import GatewayInterceptor
+from taskgate.server.limits import CallerConcurrencyLimit, CallLimits, ConcurrencyLimit, RateLimit
+from taskgate.server.observability.grpc_metrics import MetricsInterceptor
+from taskgate.server.observability.tracing import TRACING
+from taskgate.worker.factory import ConfigurationError
 
 logger = logging.getLogger(__name__)
 

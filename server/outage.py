@@ -10,8 +10,8 @@ never passed off as the current one.
 
 import asyncio
 
-from server.errors import Unavailable
-from server.watcher import ResultWatcher, Watch
+from taskgate.server.errors import Unavailable
+from taskgate.server.watcher import ResultWatcher, Watch
 
 RETRY_SECONDS = 0.5
 """How often a wait whose last read failed reads again while the subscription is up."""

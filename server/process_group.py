@@ -30,10 +30,14 @@ from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
 from types import FrameType
 
-from server.app import serve
-from server.config import GatewaySettings
-from server.launch import configuration_errors_in_one_line, configure_logging, event_loop_runner
-from server.listener import bind_failure, host_and_port, port_taken, socket_for
+from taskgate.server.app import serve
+from taskgate.server.config import GatewaySettings
+from taskgate.server.launch import (
+    configuration_errors_in_one_line,
+    configure_logging,
+    event_loop_runner,
+)
+from taskgate.server.listener import bind_failure, host_and_port, port_taken, socket_for
 
 logger = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ from datetime import timedelta
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from server.errors import redis_unavailable
+from taskgate.server.errors import redis_unavailable
 
 logger = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 
-from worker.factory import ConfigurationError, sanitized_url
+from taskgate.worker.factory import ConfigurationError, sanitized_url
 
 SENTINEL_SCHEME = "sentinel"
 SENTINEL_PORT = 26379

@@ -8,8 +8,9 @@ import time
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 
-from server.dispatch import Dispatcher
-from server.errors import GatewayError, Unavailable
+from taskgate.server import background
+from taskgate.server.dispatch import Dispatcher
+from taskgate.server.errors import GatewayError, Unavailable
 
 logger = logging.getLogger(__name__)
 
@@ -160,7 +161,4 @@ class WorkerRegistry:
 
     async def close(self) -> None:
         """Stop refreshing."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await background.stop(self._task)

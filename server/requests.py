@@ -6,8 +6,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from server import codec, times
-from server.errors import InvalidArgument
+from taskgate.server import codec, times
+from taskgate.server.errors import InvalidArgument
 from taskgate.v1 import task_service_pb2 as pb
 
 _TASK_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.:\-]*")

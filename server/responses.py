@@ -4,12 +4,12 @@ from datetime import datetime
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from server import codec
-from server.auth import Principal
-from server.catalog import Catalog
-from server.errors import TaskDidNotSucceed
-from server.gateway import TaskView
-from server.registry import RegisteredTask, WorkerView
+from taskgate.server import codec
+from taskgate.server.auth import Principal
+from taskgate.server.catalog import Catalog
+from taskgate.server.errors import TaskDidNotSucceed
+from taskgate.server.gateway import TaskView
+from taskgate.server.registry import RegisteredTask, WorkerView
 from taskgate.v1 import task_service_pb2 as pb
 
 

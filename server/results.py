@@ -9,8 +9,8 @@ from typing import Any
 from celery import states
 from redis.asyncio import Redis
 
-from server import codec
-from server.errors import redis_unavailable
+from taskgate.server import codec
+from taskgate.server.errors import redis_unavailable
 from taskgate.v1 import task_service_pb2 as pb
 
 _STATES = {

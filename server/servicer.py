@@ -6,16 +6,16 @@ from typing import Any, TypeAlias
 
 import grpc
 
-from server import responses
-from server.auth import current_principal
-from server.batch import submit_batch
-from server.catalog import Catalog
-from server.deadlines import WaitEnds, requested_wait
-from server.errors import InvalidArgument
-from server.gateway import Gateway
-from server.registry import WorkerRegistry
-from server.requests import parse_submit, parse_task_id
-from server.submitter import Submitter
+from taskgate.server import responses
+from taskgate.server.auth import current_principal
+from taskgate.server.batch import submit_batch
+from taskgate.server.catalog import Catalog
+from taskgate.server.deadlines import WaitEnds, requested_wait
+from taskgate.server.errors import InvalidArgument
+from taskgate.server.gateway import Gateway
+from taskgate.server.registry import WorkerRegistry
+from taskgate.server.requests import parse_submit, parse_task_id
+from taskgate.server.submitter import Submitter
 from taskgate.v1 import task_service_pb2 as pb
 from taskgate.v1 import task_service_pb2_grpc as pb_grpc
 
@@ -26,7 +26,7 @@ _FIRST_VIEW_TIMEOUT = 3.0
 
 
 class TaskService(pb_grpc.TaskServiceServicer):
-    """The gRPC face of the gateway; errors are mapped by `server.interceptors`."""
+    """The gRPC face of the gateway; errors are mapped by `taskgate.server.interceptors`."""
 
     def __init__(
         self,

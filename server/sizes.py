@@ -9,8 +9,8 @@ flood of requests that could never be valid costs the gateway no parsing and no 
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from server.codec import MAX_JSON_BYTES
-from server.requests import MAX_HEADER_VALUE_BYTES, MAX_HEADERS, MAX_NAME_BYTES
+from taskgate.server.codec import MAX_JSON_BYTES
+from taskgate.server.requests import MAX_HEADER_VALUE_BYTES, MAX_HEADERS, MAX_NAME_BYTES
 from taskgate.v1 import task_service_pb2 as pb
 
 # A task id is a UUID (36 characters); a request naming one, with room to spare.

@@ -15,7 +15,7 @@ from collections.abc import Awaitable
 from celery import Celery
 from redis.asyncio import Redis
 
-from worker.factory import ConfigurationError, sanitized_url
+from taskgate.worker.factory import ConfigurationError, sanitized_url
 
 logger = logging.getLogger(__name__)
 

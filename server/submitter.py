@@ -6,15 +6,15 @@ import uuid
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
-from server.auth import current_principal
-from server.catalog import Catalog
-from server.dispatch import Dispatcher
-from server.errors import IdempotencyKeyReused, InvalidArgument, Unavailable
-from server.idempotency import Claim, IdempotencyKeys, fingerprint
-from server.observability.tracing import TRACING, with_trace_headers
-from server.publish.publisher import Publisher
-from server.records import DispatchRecord
-from server.requests import Submission
+from taskgate.server.auth import current_principal
+from taskgate.server.catalog import Catalog
+from taskgate.server.dispatch import Dispatcher
+from taskgate.server.errors import IdempotencyKeyReused, InvalidArgument, Unavailable
+from taskgate.server.idempotency import Claim, IdempotencyKeys, fingerprint
+from taskgate.server.observability.tracing import TRACING, with_trace_headers
+from taskgate.server.publish.publisher import Publisher
+from taskgate.server.records import DispatchRecord
+from taskgate.server.requests import Submission
 
 # How often a call re-reads a key that another call is publishing right now.
 _CLAIM_POLL_SECONDS = 0.05

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from server.errors import InvalidArgument
+from taskgate.server.errors import InvalidArgument
 
 MAX_AHEAD = timedelta(days=3650)
 """The furthest into the future a delay, a deadline or a wait may reach: ten years."""

@@ -5,13 +5,13 @@ cannot be used is logged, and the tokens in force stay as they were.
 """
 
 import asyncio
-import contextlib
 import logging
 import os
 import signal
 from pathlib import Path
 
-from server.auth import TokenAuthenticator, TokensFileError
+from taskgate.server import background
+from taskgate.server.auth import TokenAuthenticator, TokensFileError
 
 logger = logging.getLogger(__name__)
 
@@ -62,7 +62,4 @@ class TokenReloader:
     async def close(self) -> None:
         """Stop watching and restore SIGHUP's default."""
         asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await background.stop(self._task)

@@ -20,7 +20,7 @@ from collections.abc import AsyncIterator
 
 from redis.asyncio import Redis
 
-from server.errors import Unavailable, redis_unavailable
+from taskgate.server.errors import Unavailable, redis_unavailable
 
 logger = logging.getLogger(__name__)
 

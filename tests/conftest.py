@@ -45,7 +45,7 @@ def worker(stack_env: dict[str, str], stack_dir: Path) -> Iterator[ManagedProces
 def gateway(
     stack_env: dict[str, str], stack_dir: Path, worker: ManagedProcess
 ) -> Iterator[Gateway]:
-    """`python -m server` on a free loopback port."""
+    """`python -m taskgate.server` on a free loopback port."""
     process = Gateway(stack_env, stack_dir)
     yield process
     process.stop()

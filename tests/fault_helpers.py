@@ -23,14 +23,14 @@ from google.protobuf.duration_pb2 import Duration
 from scripts.stack import REPO_ROOT, ManagedProcess, RedisServer, celery_env
 from taskgate.v1 import task_service_pb2 as pb
 from taskgate.v1 import task_service_pb2_grpc as pb_grpc
+from taskgate.worker.factory import SAFE_DEFAULTS
 from tests.fault_tasks import PIDS_PREFIX
 from tests.support_tasks import RUNS_PREFIX
-from worker.factory import SAFE_DEFAULTS
 
 P = TypeVar("P", bound=ManagedProcess)
 T = TypeVar("T")
 
-TASK_MODULES = "worker.tasks,tests.support_tasks,tests.fault_tasks"
+TASK_MODULES = "taskgate.worker.tasks,tests.support_tasks,tests.fault_tasks"
 CONFIG_MODULE = "fault_celeryconfig"
 POLL_SECONDS = 0.02
 

@@ -5,6 +5,7 @@ attacker with network access to the broker or the gRPC port has.
 """
 
 import contextlib
+import os
 import random
 import socket
 import struct
@@ -181,6 +182,22 @@ def thread_count(pid: int) -> int:
     raise AssertionError(f"no Threads line for process {pid}")
 
 
-def open_files(pid: int) -> int:
-    """File descriptors open in process `pid` (sockets included), from /proc."""
-    return len(list(Path(f"/proc/{pid}/fd").iterdir()))
+def connections_on(pid: int, port: int) -> int:
+    """The TCP connections process `pid` holds on its local `port` (its callers'), from
+    /proc. Unlike a count of all its files, Redis and broker connections the gateway
+    opens meanwhile (a sweep, a readiness check) do not count."""
+    sockets = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        with contextlib.suppress(FileNotFoundError):  # closed while we look
+            target = os.readlink(fd)
+            if target.startswith("socket:["):
+                sockets.add(target[len("socket:[") : -1])
+    held = 0
+    for table in ("tcp", "tcp6"):
+        for line in Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]:
+            fields = line.split()
+            local, state, inode = fields[1], fields[3], fields[9]
+            listening = state == "0A"
+            if not listening and int(local.rpartition(":")[2], 16) == port and inode in sockets:
+                held += 1
+    return held

@@ -5,7 +5,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from server.auth import digest
+from taskgate.server.auth import digest
 from tests.tls_helpers import Authority
 
 TOKEN = "client-token-0123456789abcdef"

@@ -17,7 +17,7 @@ import pytest
 from google.protobuf.duration_pb2 import Duration
 
 from scripts.stack import Gateway, ManagedProcess, RedisServer, celery_env, start_worker
-from server.auth import digest
+from taskgate.server.auth import digest
 from taskgate.v1 import task_service_pb2 as pb
 from taskgate.v1 import task_service_pb2_grpc as pb_grpc
 from tests.fault_helpers import managed, poll

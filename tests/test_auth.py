@@ -12,7 +12,7 @@ from google.protobuf.duration_pb2 import Duration
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from scripts.stack import Gateway, ManagedProcess, RedisServer
-from server.auth import digest
+from taskgate.server.auth import digest
 from taskgate.v1 import task_service_pb2 as pb
 from taskgate.v1 import task_service_pb2_grpc as pb_grpc
 from tests.grpc_helpers import call_error

@@ -2,9 +2,9 @@
 
 import pytest
 
-from server.catalog import Catalog
-from server.config import GatewaySettings, SettingsError
-from server.errors import NotFound
+from taskgate.server.catalog import Catalog
+from taskgate.server.config import GatewaySettings, SettingsError
+from taskgate.server.errors import NotFound
 
 
 def test_only_matching_names_are_allowed() -> None:

@@ -15,7 +15,7 @@ import pytest
 from redis.asyncio import Redis
 
 from scripts.stack import Gateway, ManagedProcess, RedisServer, start_worker
-from server.batch import MAX_BATCH
+from taskgate.server.batch import MAX_BATCH
 from taskgate.v1 import task_service_pb2 as pb
 from taskgate.v1 import task_service_pb2_grpc as pb_grpc
 from tests.lifecycle_helpers import RESULT_KEY_PREFIX, seconds

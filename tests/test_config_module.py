@@ -116,7 +116,7 @@ def test_the_gateway_refuses_unsafe_configuration_at_start(
     env = _config_env(tmp_path, redis_server, body)
     env.pop("CELERY_RESULT_BACKEND")
     completed = subprocess.run(
-        [sys.executable, "-m", "server"],
+        [sys.executable, "-m", "taskgate.server"],
         env=env,
         cwd=REPO_ROOT,
         capture_output=True,
@@ -131,7 +131,9 @@ def test_the_gateway_refuses_unsafe_configuration_at_start(
 
 def test_the_worker_refuses_pickle_at_start(tmp_path: Path, redis_server: RedisServer) -> None:
     env = _config_env(tmp_path, redis_server, 'accept_content = ["pickle"]')
-    worker = ManagedProcess("pickle-worker", [sys.executable, "-m", "worker"], env, tmp_path)
+    worker = ManagedProcess(
+        "pickle-worker", [sys.executable, "-m", "taskgate.worker"], env, tmp_path
+    )
     assert worker.popen.wait(timeout=30) != 0
     assert "JSON only" in worker.log_text()
     worker.stop()

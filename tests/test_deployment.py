@@ -21,14 +21,14 @@ import grpc
 import pytest
 
 from scripts.stack import REPO_ROOT, ManagedProcess, StackError, free_port, wait_until
-from server.auth import digest
+from taskgate.server.auth import digest
 from tests.compose_helpers import GATEWAY_READY, WORKER_READY, ComposeFile, Host, add_2_and_3
 from tests.image_helpers import stages
 from tests.tls_helpers import Authority
 
 PRODUCTION = "docker-compose.yml"
 DEVELOPMENT = "docker-compose.dev.yml"
-WORKER_COMMAND = ["celery", "-A", "worker", "worker", "--loglevel=INFO"]
+WORKER_COMMAND = ["celery", "-A", "taskgate.worker", "worker", "--loglevel=INFO"]
 SECRETS = "/run/secrets"
 TOKEN = "deploy-test-token"
 

@@ -1,6 +1,6 @@
 """Publish retries fitted to a deadline, each try's own duration included (no server needed)."""
 
-from server.dispatch import PublishRetries
+from taskgate.server.dispatch import PublishRetries
 
 POLICY = {"max_retries": 3, "interval_start": 0.0, "interval_step": 0.2, "interval_max": 1.0}
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from worker.config import CelerySettings
-from worker.factory import SAFE_DEFAULTS, ConfigurationError, build_config
+from taskgate.worker.config import CelerySettings
+from taskgate.worker.factory import SAFE_DEFAULTS, ConfigurationError, build_config
 
 
 @pytest.fixture
@@ -38,7 +38,7 @@ def test_defaults_are_the_safe_ones() -> None:
     assert config["task_reject_on_worker_lost"] is True
     assert config["worker_prefetch_multiplier"] == 1
     assert config["worker_deduplicate_successful_tasks"] is True
-    assert config["imports"] == ("worker.tasks",)
+    assert config["imports"] == ("taskgate.worker.tasks",)
 
 
 def test_the_gateway_loads_no_task_code() -> None:

@@ -21,7 +21,7 @@ import grpc
 import pytest
 
 from scripts.stack import Gateway, RedisServer, start_worker
-from server.idempotency import Claim
+from taskgate.server.idempotency import Claim
 from taskgate.v1 import task_service_pb2 as pb
 from taskgate.v1 import task_service_pb2_grpc as pb_grpc
 from tests.fault_helpers import (

@@ -17,6 +17,7 @@ import pytest
 
 from scripts.stack import ManagedProcess, start_worker
 from taskgate.v1 import task_service_pb2 as pb
+from taskgate.worker.factory import SAFE_DEFAULTS
 from tests.fault_helpers import (
     await_result,
     children,
@@ -30,7 +31,6 @@ from tests.fault_helpers import (
     unique,
 )
 from tests.worker_fault_stack import WorkerFaultStack, worker_fault_stack
-from worker.factory import SAFE_DEFAULTS
 
 DEFAULTS = SAFE_DEFAULTS["broker_transport_options"]
 # A dead worker's message comes back once its last heartbeat is older than the

@@ -46,9 +46,9 @@ from tests.hostile_helpers import (
     REQUEST_TYPES,
     CreatesFileWhenUnpickled,
     answer,
+    connections_on,
     decodes,
     garbage,
-    open_files,
     publish_raw_task,
     send_raw,
     stays_false,
@@ -104,7 +104,7 @@ def private_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Private
     env = celery_env(
         server.url,
         server.url,
-        TASKGATE_TASK_MODULES="worker.tasks,tests.support_tasks",
+        TASKGATE_TASK_MODULES="taskgate.worker.tasks,tests.support_tasks",
         PYTHONPATH=str(REPO_ROOT),
     )
     try:
@@ -410,7 +410,8 @@ def test_garbage_on_the_grpc_port_leaves_the_gateway_serving(spare_gateway: Gate
     pid = spare_gateway.popen.pid
     with grpc.insecure_channel(spare_gateway.address) as channel:
         _round_trip(channel)
-        files_before = open_files(pid)
+        gateway_port = int(spare_gateway.address.rpartition(":")[2])
+        before = connections_on(pid, gateway_port)
         rng = random.Random(20261125)
         throws = [
             (payload, index % 2 == 0) for index in range(GARBAGE_ROUNDS) for payload in garbage(rng)
@@ -431,8 +432,9 @@ def test_garbage_on_the_grpc_port_leaves_the_gateway_serving(spare_gateway: Gate
         assert spare_gateway.alive()
         _assert_serving(channel)
         wait_until(
-            lambda: open_files(pid) <= files_before + 5,
-            f"the gateway to close its sockets ({open_files(pid)} open, {files_before} before)",
+            lambda: connections_on(pid, gateway_port) <= before + 5,
+            f"the gateway to close its connections ({connections_on(pid, gateway_port)} held, "
+            f"{before} before)",
             timeout=20,
         )
         _round_trip(channel)

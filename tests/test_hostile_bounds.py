@@ -23,9 +23,9 @@ from google.rpc import error_details_pb2
 from redis.asyncio import Redis as AsyncRedis
 
 from scripts.stack import ManagedProcess, RedisServer
-from server.auth import digest
-from server.codec import MAX_JSON_BYTES
-from server.sizes import SMALL_REQUEST_BYTES
+from taskgate.server.auth import digest
+from taskgate.server.codec import MAX_JSON_BYTES
+from taskgate.server.sizes import SMALL_REQUEST_BYTES
 from taskgate.v1 import task_service_pb2 as pb
 from taskgate.v1 import task_service_pb2_grpc as pb_grpc
 from tests.bounds_helpers import PROBE_DEADLINE, Probe, flood, own_gateway, rss_mb

@@ -17,7 +17,7 @@ from taskgate.v1 import task_service_pb2 as pb
 from taskgate.v1 import task_service_pb2_grpc as pb_grpc
 from tests.bounds_helpers import own_gateway
 from tests.fault_helpers import poll
-from tests.hostile_helpers import PREFACE, frame, open_files, stays_false
+from tests.hostile_helpers import PREFACE, connections_on, frame, stays_false
 
 CONNECTION_CAP = 64
 
@@ -49,14 +49,14 @@ def test_connections_that_never_finish_or_go_idle_are_closed(
     try:
         with grpc.insecure_channel(gateway.address) as channel:
             pb_grpc.TaskServiceStub(channel).Submit(pb.SubmitRequest(task="tasks.add"))
-        files_before = open_files(pid)
+        before = connections_on(pid, int(port))
         socks = [socket.create_connection((host, int(port)), timeout=5) for _ in range(150)]
         opened = time.monotonic()
         for index, sock in enumerate(socks):
             # Two in three stop after the preface; the rest finish it and then idle.
             sock.sendall(PREFACE if index % 3 else PREFACE + frame(4, 0, 0, b""))
             sock.setblocking(False)
-        held = open_files(pid) - files_before
+        held = connections_on(pid, int(port)) - before
         assert held <= CONNECTION_CAP + 5, f"{held} connections held past the cap"
         with grpc.insecure_channel(gateway.address) as channel:
             request = pb.SubmitRequest(task="tasks.add", args_json="[1, 1]")
@@ -75,7 +75,10 @@ def test_connections_that_never_finish_or_go_idle_are_closed(
             f"{held} of 150 silent connections held; a new caller served after "
             f"{connected:.1f}s; all closed by the gateway after {closed:.1f}s"
         )
-        poll(lambda: open_files(pid) <= files_before + 2, "the gateway's files given back")
+        poll(
+            lambda: connections_on(pid, int(port)) <= before + 2,
+            "the gateway's connections given back",
+        )
     finally:
         gateway.stop()
 

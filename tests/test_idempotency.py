@@ -23,8 +23,8 @@ from scripts.stack import (
     start_worker,
     with_config_module,
 )
-from server.idempotency import Claim, fingerprint
-from server.requests import parse_submit
+from taskgate.server.idempotency import Claim, fingerprint
+from taskgate.server.requests import parse_submit
 from taskgate.v1 import task_service_pb2 as pb
 from taskgate.v1 import task_service_pb2_grpc as pb_grpc
 from tests.grpc_helpers import call_error, detail, rich_status
@@ -47,7 +47,7 @@ def _env(redis_server: RedisServer, **extra: str) -> dict[str, str]:
     return celery_env(
         redis_server.url,
         redis_server.url,
-        TASKGATE_TASK_MODULES="worker.tasks,tests.support_tasks",
+        TASKGATE_TASK_MODULES="taskgate.worker.tasks,tests.support_tasks",
         TASKGATE_TASKS="tasks.*,tests.*",
         PYTHONPATH=str(REPO_ROOT),
         **extra,
@@ -205,7 +205,9 @@ def test_a_key_is_free_again_after_the_retention_window(stack: Stack, tmp_path: 
 
 def test_a_retention_shorter_than_results_is_refused(stack: Stack, tmp_path: Path) -> None:
     env = {**stack.env, "TASKGATE_IDEMPOTENCY_RETENTION": "60"}
-    process = ManagedProcess("short-retention", [sys.executable, "-m", "server"], env, tmp_path)
+    process = ManagedProcess(
+        "short-retention", [sys.executable, "-m", "taskgate.server"], env, tmp_path
+    )
     assert process.popen.wait(timeout=30) != 0
     assert "shorter than result_expires" in process.log_text()
     process.stop()

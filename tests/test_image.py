@@ -65,7 +65,7 @@ def test_the_image_runs_the_gateway_as_non_root_without_a_healthcheck() -> None:
     assert image.arguments("USER"), "the image runs as root"
     assert image.arguments("USER")[-1] not in ("root", "0")
     assert not any(stage.arguments("HEALTHCHECK") for stage in stages())
-    assert image.cmd() == ["python", "-m", "server"]
+    assert image.cmd() == ["python", "-m", "taskgate.server"]
     copied = {arguments.split()[0] for arguments in stages()[0].arguments("COPY")}
     pyproject = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())
     for pattern in pyproject["tool"]["setuptools"]["packages"]["find"]["include"]:
@@ -137,7 +137,7 @@ def test_a_gateway_and_workers_from_the_image_run_tasks(image_root: Path) -> Non
     home.mkdir()
     host = Host(0, {runtime().workdir(): home}, python=image_root / "venv" / "bin" / "python")
     imported = subprocess.run(
-        [host.python, "-c", "import server, worker; print(server.__file__, worker.__file__)"],
+        [host.python, "-c", "import taskgate.server as s, taskgate.worker as w; print(s, w)"],
         cwd=home,
         env=host.env({}),
         capture_output=True,

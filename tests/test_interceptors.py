@@ -6,8 +6,8 @@ import logging
 import grpc
 import pytest
 
-from server.errors import InvalidArgument, NotFound, Unavailable
-from server.interceptors import GatewayInterceptor
+from taskgate.server.errors import InvalidArgument, NotFound, Unavailable
+from taskgate.server.interceptors import GatewayInterceptor
 from taskgate.v1 import task_service_pb2 as pb
 from taskgate.v1 import task_service_pb2_grpc as pb_grpc
 from tests.grpc_helpers import violated_fields
@@ -62,7 +62,7 @@ def test_invalid_argument_names_the_field() -> None:
 
 
 def test_an_unexpected_exception_is_internal_and_logged(caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.ERROR, logger="server.interceptors"):
+    with caplog.at_level(logging.ERROR, logger="taskgate.server.interceptors"):
         caught = asyncio.run(_call(KeyError("secret internals")))
     assert caught.code() == grpc.StatusCode.INTERNAL
     assert "secret internals" not in (caught.details() or "")

@@ -12,7 +12,7 @@ from google.protobuf.duration_pb2 import Duration
 from google.rpc import error_details_pb2
 
 from scripts.stack import Gateway, ManagedProcess
-from server.codec import MAX_JSON_BYTES, MAX_JSON_DEPTH
+from taskgate.server.codec import MAX_JSON_BYTES, MAX_JSON_DEPTH
 from taskgate.v1 import task_service_pb2 as pb
 from taskgate.v1 import task_service_pb2_grpc as pb_grpc
 from tests.grpc_helpers import call_error, detail, rich_status, violated_fields

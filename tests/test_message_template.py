@@ -7,10 +7,10 @@ from typing import Any
 
 from kombu.utils import json as kombu_json
 
-from server.dispatch import create_gateway_app
-from server.publish.message import MessageBuilder
-from server.requests import Submission
-from worker.config import CelerySettings
+from taskgate.server.dispatch import create_gateway_app
+from taskgate.server.publish.message import MessageBuilder
+from taskgate.server.requests import Submission
+from taskgate.worker.config import CelerySettings
 
 URL = "redis://127.0.0.1:1/0"  # never connected to: building a message does no I/O
 

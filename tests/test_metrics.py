@@ -16,8 +16,8 @@ import pytest
 from google.protobuf.duration_pb2 import Duration
 
 from scripts.stack import Gateway, RedisServer, celery_env
-from server.config import ObservabilitySettings
-from server.observability.grpc_names import go_code_name
+from taskgate.server.config import ObservabilitySettings
+from taskgate.server.observability.grpc_names import go_code_name
 from taskgate.v1 import task_service_pb2 as pb
 from taskgate.v1 import task_service_pb2_grpc as pb_grpc
 from tests.fault_helpers import poll
@@ -219,10 +219,12 @@ def test_empty_metrics_listen_serves_none_and_a_taken_port_stops_the_start(
         holder.listen()
         taken = f"127.0.0.1:{holder.getsockname()[1]}"
         env = celery_env(redis.url, redis.url, TASKGATE_METRICS_LISTEN=taken)
-        finished = _run([sys.executable, "-m", "server"], env)
+        finished = _run([sys.executable, "-m", "taskgate.server"], env)
     assert_one_line_error(finished, f"TASKGATE_METRICS_LISTEN={taken!r}", "Address already in use")
     bad = celery_env(redis.url, redis.url, TASKGATE_METRICS_LISTEN="9464")
-    assert_one_line_error(_run([sys.executable, "-m", "server"], bad), "TASKGATE_METRICS_LISTEN")
+    assert_one_line_error(
+        _run([sys.executable, "-m", "taskgate.server"], bad), "TASKGATE_METRICS_LISTEN"
+    )
 
 
 def test_metrics_are_on_by_default_on_loopback_9464() -> None:

@@ -19,8 +19,8 @@ import redis
 from google.protobuf.duration_pb2 import Duration
 
 from scripts.stack import REPO_ROOT, Gateway, RedisServer, celery_env, wait_until
-from server.config import GatewaySettings, ObservabilitySettings
-from server.process_group import member_settings
+from taskgate.server.config import GatewaySettings, ObservabilitySettings
+from taskgate.server.process_group import member_settings
 from taskgate.v1 import task_service_pb2 as pb
 from taskgate.v1 import task_service_pb2_grpc as pb_grpc
 from tests.test_startup_errors import assert_one_line_error
@@ -160,7 +160,7 @@ def test_a_stranger_on_the_port_stops_the_group_with_one_line(
         stranger.listen()
         address = f"127.0.0.1:{stranger.getsockname()[1]}"
         finished = subprocess.run(
-            [sys.executable, "-m", "server"],
+            [sys.executable, "-m", "taskgate.server"],
             env={**group_env, "TASKGATE_LISTEN": address},
             cwd=REPO_ROOT,
             capture_output=True,

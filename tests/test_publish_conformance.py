@@ -23,11 +23,11 @@ from celery import Celery
 from celery.result import AsyncResult
 
 from scripts.stack import ManagedProcess, RedisServer
-from server.dispatch import create_gateway_app
-from server.publish.broker import RedisBroker
-from server.publish.message import MessageBuilder
-from server.requests import Submission
-from worker.config import CelerySettings
+from taskgate.server.dispatch import create_gateway_app
+from taskgate.server.publish.broker import RedisBroker
+from taskgate.server.publish.message import MessageBuilder
+from taskgate.server.requests import Submission
+from taskgate.worker.config import CelerySettings
 
 TASK = "tasks.echo_request"
 # Fields set per publish: a delivery tag, the producer's name, its reply queue.

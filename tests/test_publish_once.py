@@ -16,14 +16,14 @@ import redis
 import redis.asyncio
 
 from scripts.stack import RedisServer
-from server.dispatch import Dispatcher, create_gateway_app
-from server.publish.batcher import MOST_PER_SCRIPT
-from server.publish.broker import RedisBroker, same_redis
-from server.publish.message import MessageBuilder, TaskMessage
-from server.publish.publisher import Publisher
-from server.records import DispatchRecord, DispatchRecords
-from server.requests import Submission
-from worker.config import CelerySettings
+from taskgate.server.dispatch import Dispatcher, create_gateway_app
+from taskgate.server.publish.batcher import MOST_PER_SCRIPT
+from taskgate.server.publish.broker import RedisBroker, same_redis
+from taskgate.server.publish.message import MessageBuilder, TaskMessage
+from taskgate.server.publish.publisher import Publisher
+from taskgate.server.records import DispatchRecord, DispatchRecords
+from taskgate.server.requests import Submission
+from taskgate.worker.config import CelerySettings
 
 RESULT_EXPIRES = 600.0
 SUBMISSION = Submission("tasks.add", [1, 2], {}, {"queue": "once"})

@@ -6,7 +6,7 @@ from celery.utils.saferepr import saferepr
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from server.publish.reprs import args_repr, kwargs_repr
+from taskgate.server.publish.reprs import args_repr, kwargs_repr
 
 # Quotes, backslashes, line breaks, NUL and non-ASCII: what saferepr escapes and what not.
 _TEXT = st.text(st.sampled_from("ab 'x\"\\\n\x00é\u2028"), max_size=40) | st.text(max_size=1100)

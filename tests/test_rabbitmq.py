@@ -17,11 +17,11 @@ from google.protobuf.duration_pb2 import Duration
 from scripts.stack import REPO_ROOT, Gateway, ManagedProcess, RedisServer, celery_env, start_worker
 from taskgate.v1 import task_service_pb2 as pb
 from taskgate.v1 import task_service_pb2_grpc as pb_grpc
+from taskgate.worker.config import CelerySettings
+from taskgate.worker.factory import create_app
 from tests.fault_helpers import runs
 from tests.grpc_helpers import call_error
 from tests.rabbitmq_helpers import private_vhost
-from worker.config import CelerySettings
-from worker.factory import create_app
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +46,7 @@ def rabbit(
     env = celery_env(
         f"pyamqp://guest:guest@127.0.0.1:5672/{vhost}",
         redis_server.db_url(2),
-        TASKGATE_TASK_MODULES="worker.tasks,tests.support_tasks",
+        TASKGATE_TASK_MODULES="taskgate.worker.tasks,tests.support_tasks",
         TASKGATE_TASKS="tasks.*,tests.*",
         PYTHONPATH=str(REPO_ROOT),
     )

@@ -19,7 +19,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from scripts.stack import Gateway, RedisServer, celery_env
-from server.observability.readiness import ReadinessPolicy
+from taskgate.server.observability.readiness import ReadinessPolicy
 from tests.fault_helpers import poll
 
 READINESS = "taskgate.v1.TaskService"

@@ -6,6 +6,8 @@ was lost: it BRPOPs a message and throws it away, the state a cut-off host leave
 
 import json
 import re
+import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import partial
@@ -16,9 +18,9 @@ import pytest
 import redis
 
 from scripts.stack import Gateway, ManagedProcess, RedisServer, start_worker
-from server.config import ReclaimSettings, SettingsError
-from server.publish.inflight import InflightKeys
-from server.publish.reclaim import MAX_RECLAIMS
+from taskgate.server.config import ReclaimSettings, SettingsError
+from taskgate.server.publish.inflight import InflightKeys
+from taskgate.server.publish.reclaim import MAX_RECLAIMS
 from taskgate.v1 import task_service_pb2 as pb
 from taskgate.v1 import task_service_pb2_grpc as pb_grpc
 from tests.fault_helpers import await_result, fault_env, managed, poll, runs, seconds, unique
@@ -211,3 +213,43 @@ def test_the_reclaimer_is_on_by_default_and_turned_off_by_name() -> None:
     assert not ReclaimSettings.from_env({"TASKGATE_RECLAIM": "off"}).enabled
     with pytest.raises(SettingsError, match="TASKGATE_RECLAIM_GRACE"):
         ReclaimSettings.from_env({"TASKGATE_RECLAIM_GRACE": "-1"})
+
+
+PURGED_QUEUE = "reclaim-purged"  # consumed by no one, purged by the test
+PURGE = Path(sys.executable).parent / "taskgate-purge"  # the console script, as installed
+
+
+def purge(env: dict[str, str], *queues: str) -> subprocess.CompletedProcess[str]:
+    """Run `taskgate-purge QUEUE...` with `env`."""
+    argv = [str(PURGE), *queues]
+    return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60, check=False)
+
+
+def test_a_queue_purged_with_taskgate_purge_stays_empty(stack: ReclaimStack) -> None:
+    """`celery purge` leaves the in-flight copies, and the reclaimer queues the purged
+    messages again; `taskgate-purge` deletes both, priority lists included, and leaves
+    a queue whose name merely starts the same."""
+    client = stack.redis.client()
+    purged = [submit_to(stack, unique(), queue=PURGED_QUEUE) for _ in range(3)]
+    urgent = pb.SubmitOptions(queue=PURGED_QUEUE, priority=9)
+    ask = pb.SubmitRequest(task="tests.count_run", args_json=json.dumps([unique()]), options=urgent)
+    purged.append(stack.stub.Submit(ask, timeout=10).task_id)
+    kept = submit_to(stack, unique(), queue=f"{PURGED_QUEUE}-kept")
+
+    done = purge(stack.env, PURGED_QUEUE)
+
+    assert (done.returncode, done.stdout) == (0, f"{PURGED_QUEUE}: 4 messages purged\n"), done
+    looked_at_twice(client, [kept])  # two sweeps since: a purged message would be back
+    assert [stack.reclaimed(task_id) for task_id in purged] == [False] * 4
+    assert client.keys(f"{PURGED_QUEUE}*") == [f"{PURGED_QUEUE}-kept".encode()]
+    assert [client.zscore(KEYS.index, task_id) for task_id in purged] == [None] * 4
+
+
+def test_taskgate_purge_on_rabbitmq_says_to_use_celery_purge() -> None:
+    env = fault_env("amqp://guest:guest@127.0.0.1:5672//", "redis://127.0.0.1:1/0")
+    done = purge(env, "celery")
+    assert done.returncode == 1, done
+    assert done.stderr == (
+        "taskgate-purge: configuration error: the broker is not Redis: nothing of "
+        "taskgate's stays behind a purge there, use `celery purge`\n"
+    )

@@ -5,14 +5,14 @@ from typing import Any
 
 import pytest
 
-from server.dispatch import create_gateway_app
-from server.publish.broker import same_redis
-from server.publish.events import broker_db
-from server.publish.publisher import own_path_broker_url
-from server.redis_urls import SentinelSet, check_urls, parse_sentinel_url
+from taskgate.server.dispatch import create_gateway_app
+from taskgate.server.publish.broker import same_redis
+from taskgate.server.publish.events import broker_db
+from taskgate.server.publish.publisher import own_path_broker_url
+from taskgate.server.redis_urls import SentinelSet, check_urls, parse_sentinel_url
+from taskgate.worker.config import CelerySettings
+from taskgate.worker.factory import ConfigurationError, sanitized_url
 from tests.test_startup_errors import _run, assert_one_line_error
-from worker.config import CelerySettings
-from worker.factory import ConfigurationError, sanitized_url
 
 MASTER = {"master_name": "mymaster"}
 URL = "sentinel://:s3cret@10.0.0.1:26379/2;sentinel://10.0.0.2:26380/2;sentinel://10.0.0.3/2"
@@ -81,5 +81,5 @@ def test_a_sentinel_url_without_its_master_name_stops_the_gateway(
 ) -> None:
     url = "sentinel://127.0.0.1:1;sentinel://127.0.0.1:2"
     env = {**stack_env, "TASKGATE_LISTEN": "127.0.0.1:0", variable: url}
-    finished = _run([sys.executable, "-m", "server"], env)
+    finished = _run([sys.executable, "-m", "taskgate.server"], env)
     assert_one_line_error(finished, variable, url, "master_name")

@@ -6,9 +6,9 @@ import pytest
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from server.codec import dumps
-from server.errors import InvalidArgument
-from server.requests import parse_submit, parse_task_id
+from taskgate.server.codec import dumps
+from taskgate.server.errors import InvalidArgument
+from taskgate.server.requests import parse_submit, parse_task_id
 from taskgate.v1 import task_service_pb2 as pb
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)

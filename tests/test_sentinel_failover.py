@@ -130,7 +130,12 @@ def test_submits_waits_and_the_worker_carry_on_when_the_primary_fails_over(
     submits.stop()
 
     assert resumed < RESUME_BOUND
-    assert sentinels.primary_seen_by("s3") == sentinels.redis_address("r2")
+    # The sentinel that led the failover tells the others within a hello period (2 s).
+    poll(
+        lambda: sentinels.primary_seen_by("s3") == sentinels.redis_address("r2"),
+        "the third sentinel names the replica as the primary",
+        timeout=10,
+    )
     assert {code for code, _ in submits.refused} <= {grpc.StatusCode.UNAVAILABLE}, submits.refused
     poll(lambda: bool(waiting), "the waiting GetResult answered", timeout=60)
     answer = waiting[0]

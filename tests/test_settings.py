@@ -2,7 +2,7 @@
 
 import pytest
 
-from server.config import GatewaySettings, SettingsError, log_level
+from taskgate.server.config import GatewaySettings, SettingsError, log_level
 
 
 @pytest.mark.parametrize("listen", ["127.0.0.1:0", "0.0.0.0:50051", "[::]:50051", "gw:8080"])

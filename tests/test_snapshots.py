@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from server.results import TaskSnapshot
+from taskgate.server.results import TaskSnapshot
 from taskgate.v1 import task_service_pb2 as pb
 
 

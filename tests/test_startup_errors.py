@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from scripts.stack import REPO_ROOT, Gateway, free_port
-from server.auth import digest
+from taskgate.server.auth import digest
 
 ERROR_PREFIX = "configuration error: "
 
@@ -61,7 +61,7 @@ def test_a_tokens_file_that_cannot_be_used_stops_the_gateway(
     body, named = TOKENS_FILES[case]
     tokens_path.write_text(body)
     env = {**stack_env, "TASKGATE_LISTEN": "127.0.0.1:0", "TASKGATE_TOKENS_FILE": str(tokens_path)}
-    finished = _run([sys.executable, "-m", "server"], env)
+    finished = _run([sys.executable, "-m", "taskgate.server"], env)
     assert_one_line_error(finished, "TASKGATE_TOKENS_FILE", str(tokens_path), *named)
 
 
@@ -85,13 +85,20 @@ def test_a_setting_the_gateway_cannot_use_stops_it_with_one_line(
 ) -> None:
     value, expected = SETTINGS[name]
     env = {**stack_env, "TASKGATE_LISTEN": "127.0.0.1:0", name: value}
-    finished = _run([sys.executable, "-m", "server"], env)
+    finished = _run([sys.executable, "-m", "taskgate.server"], env)
     assert_one_line_error(finished, name, value, expected)
 
 
 WORKER_COMMANDS = {
-    "python -m worker": [sys.executable, "-m", "worker"],
-    "celery -A worker worker": [sys.executable, "-m", "celery", "-A", "worker", "worker"],
+    "python -m taskgate.worker": [sys.executable, "-m", "taskgate.worker"],
+    "celery -A taskgate.worker worker": [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "taskgate.worker",
+        "worker",
+    ],
 }
 
 
@@ -124,7 +131,9 @@ def test_a_port_held_by_another_server_stops_the_gateway(
     stack_env: dict[str, str], held_port: int
 ) -> None:
     address = f"127.0.0.1:{held_port}"
-    finished = _run([sys.executable, "-m", "server"], {**stack_env, "TASKGATE_LISTEN": address})
+    finished = _run(
+        [sys.executable, "-m", "taskgate.server"], {**stack_env, "TASKGATE_LISTEN": address}
+    )
     assert_one_line_error(finished, "TASKGATE_LISTEN", address, "Address already in use")
 
 
@@ -135,7 +144,9 @@ def test_a_second_gateway_on_the_same_port_refuses_to_start(
     address = f"127.0.0.1:{free_port()}"
     first = Gateway(stack_env, tmp_path, listen=address)
     try:
-        finished = _run([sys.executable, "-m", "server"], {**stack_env, "TASKGATE_LISTEN": address})
+        finished = _run(
+            [sys.executable, "-m", "taskgate.server"], {**stack_env, "TASKGATE_LISTEN": address}
+        )
         assert_one_line_error(finished, "TASKGATE_LISTEN", address, "Address already in use")
         assert first.alive()
     finally:

@@ -24,7 +24,7 @@ def env(redis_server: RedisServer) -> dict[str, str]:
     return celery_env(
         redis_server.db_url(7),
         redis_server.db_url(7),
-        TASKGATE_TASK_MODULES="worker.tasks,tests.error_tasks",
+        TASKGATE_TASK_MODULES="taskgate.worker.tasks,tests.error_tasks",
         TASKGATE_TASKS="tasks.*,tests.*",
     )
 

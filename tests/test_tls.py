@@ -183,12 +183,12 @@ def test_mutual_tls_refuses_a_client_without_a_valid_certificate(
 
 
 def _run_server(stack_env: dict[str, str], tls: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    """`python -m server` with these TLS settings; it must exit on its own."""
+    """`python -m taskgate.server` with these TLS settings; it must exit on its own."""
     env = {**stack_env, "TASKGATE_LISTEN": "127.0.0.1:0", **tls}
     for name in ("TASKGATE_TLS_CERT", "TASKGATE_TLS_KEY", "TASKGATE_TLS_CLIENT_CA"):
         env.setdefault(name, "")
     return subprocess.run(
-        [sys.executable, "-m", "server"],
+        [sys.executable, "-m", "taskgate.server"],
         env=env,
         cwd=REPO_ROOT,
         capture_output=True,

@@ -13,7 +13,7 @@ import grpc
 import pytest
 
 from scripts.stack import Gateway
-from server.auth import digest
+from taskgate.server.auth import digest
 from taskgate.v1 import task_service_pb2 as pb
 from taskgate.v1 import task_service_pb2_grpc as pb_grpc
 from tests.fault_helpers import poll

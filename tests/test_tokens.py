@@ -1,4 +1,4 @@
-"""The tokens file and `python -m server.auth` (no server needed)."""
+"""The tokens file and `python -m taskgate.server.auth` (no server needed)."""
 
 import json
 import subprocess
@@ -8,13 +8,13 @@ from pathlib import Path
 import pytest
 
 from scripts.stack import REPO_ROOT
-from server.auth import ANONYMOUS, TokenAuthenticator
-from server.errors import PermissionDenied, Unauthenticated
+from taskgate.server.auth import ANONYMOUS, TokenAuthenticator
+from taskgate.server.errors import PermissionDenied, Unauthenticated
 
 
 def test_a_new_token_and_its_entry_authenticate(tmp_path: Path) -> None:
     printed = subprocess.run(
-        [sys.executable, "-m", "server.auth", "billing", "billing.*"],
+        [sys.executable, "-m", "taskgate.server.auth", "billing", "billing.*"],
         cwd=REPO_ROOT,
         capture_output=True,
         text=True,

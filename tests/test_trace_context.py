@@ -14,7 +14,7 @@ import pytest
 from google.protobuf.duration_pb2 import Duration
 
 from scripts.stack import REPO_ROOT, Gateway, ManagedProcess
-from server.observability.tracing import parse_traceparent, trace_context
+from taskgate.server.observability.tracing import parse_traceparent, trace_context
 from taskgate.v1 import task_service_pb2 as pb
 from taskgate.v1 import task_service_pb2_grpc as pb_grpc
 
@@ -136,7 +136,7 @@ def test_pass_through_needs_no_tracing_library(
     finally:
         gateway.stop()
     refused = subprocess.run(
-        [sys.executable, "-m", "server"],
+        [sys.executable, "-m", "taskgate.server"],
         env={**env, "TASKGATE_TRACING": "otel", "TASKGATE_LISTEN": "127.0.0.1:0"},
         cwd=REPO_ROOT,
         capture_output=True,

@@ -7,7 +7,7 @@ from typing import Any
 
 from celery import Celery
 
-from worker.visibility import redis_visibility_timeout, time_limits_beyond
+from taskgate.worker.visibility import redis_visibility_timeout, time_limits_beyond
 
 
 def _app(broker_url: str, **transport_options: Any) -> Celery:

@@ -14,8 +14,8 @@ import grpc
 import pytest
 
 from scripts.stack import Gateway
-from server.batch import MAX_BATCH
-from server.deadlines import WaitEnds, header_rounding
+from taskgate.server.batch import MAX_BATCH
+from taskgate.server.deadlines import WaitEnds, header_rounding
 from taskgate.v1 import task_service_pb2 as pb
 from taskgate.v1 import task_service_pb2_grpc as pb_grpc
 from tests.lifecycle_helpers import seconds
@@ -109,13 +109,33 @@ def test_a_crowd_larger_than_its_wait_allows_still_ends_every_wait() -> None:
         ends = WaitEnds(margin=0.05, per_reply=0.001)
         with ExitStack() as stack:
             for _ in range(1200):
-                stack.enter_context(ends.reserve(1.0, None, cap=300))
+                stack.enter_context(ends.reserve(1.0, 1.0, cap=300))
             held = list(ends._ends)
         return held, ends._ends
 
     held, left = asyncio.run(crowd())
     assert held == sorted(held)
     assert left == []
+
+
+def test_waits_whose_deadline_leaves_room_end_when_they_asked() -> None:
+    """Checks WaitEnds alone: 1,000 waits of 3 s with an 8 s deadline, started together,
+    all end 3 s from now (their replies fit before the deadline however they queue);
+    a wait with wait = deadline = 3 s among them still keeps its margin."""
+
+    async def crowd() -> tuple[list[float], float, float]:
+        ends = WaitEnds(margin=0.05, per_reply=0.001)
+        with ExitStack() as stack:
+            now = asyncio.get_running_loop().time()
+            roomy = [
+                stack.enter_context(ends.reserve(3.0, 8.0, cap=300)) - now for _ in range(1000)
+            ]
+            tight = stack.enter_context(ends.reserve(3.0, 3.0, cap=300)) - now
+            return roomy, tight, now
+
+    roomy, tight, _ = asyncio.run(crowd())
+    assert roomy == pytest.approx([3.0] * 1000, abs=0.005)
+    assert tight == pytest.approx(3.0 - 0.05 - header_rounding(3.0), abs=0.005)
 
 
 def test_a_short_wait_keeps_its_length_among_long_ones() -> None:

@@ -1,9 +1,9 @@
 """Which result backend each side's Celery app uses: the requeueing one is the workers' only."""
 
-from server.dispatch import PublishOnlyRedisBackend, create_gateway_app
-from worker.backend import RequeueingRedisBackend
-from worker.celery import app as worker_app
-from worker.config import CelerySettings
+from taskgate.server.dispatch import PublishOnlyRedisBackend, create_gateway_app
+from taskgate.worker.backend import RequeueingRedisBackend
+from taskgate.worker.celery import app as worker_app
+from taskgate.worker.config import CelerySettings
 
 
 def test_the_worker_app_gives_back_tasks_whose_state_cannot_be_stored() -> None:

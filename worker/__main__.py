@@ -1,4 +1,4 @@
-"""`python -m worker [celery worker options]`: run a worker with the configured app."""
+"""`python -m taskgate.worker [celery worker options]`: run a worker with the configured app."""
 
 import sys
 
@@ -6,9 +6,9 @@ import sys
 def main() -> None:
     """Start a Celery worker; extra arguments go to `celery worker`.
 
-    A configuration error ends the process with one line (worker.celery).
+    A configuration error ends the process with one line (taskgate.worker.celery).
     """
-    from worker.celery import app  # noqa: PLC0415 - building the app reads the configuration
+    from taskgate.worker.celery import app  # noqa: PLC0415 - building the app reads the configuration
 
     app.worker_main(["worker", "--loglevel=INFO", *sys.argv[1:]])
 

@@ -1,4 +1,4 @@
-"""The workers' Celery app, found by `celery -A worker worker`."""
+"""The workers' Celery app, found by `celery -A taskgate.worker worker`."""
 
 import logging
 import os
@@ -7,10 +7,10 @@ from typing import Any
 
 from celery.signals import celeryd_after_setup
 
-from worker.config import CelerySettings
-from worker.factory import ConfigurationError, create_app, describe
-from worker.logs import install_json_logs, log_format
-from worker.tracing import install_worker_tracing, tracing_exporters
+from taskgate.worker.config import CelerySettings
+from taskgate.worker.factory import ConfigurationError, create_app, describe
+from taskgate.worker.logs import install_json_logs, log_format
+from taskgate.worker.tracing import install_worker_tracing, tracing_exporters
 
 logger = logging.getLogger(__name__)
 

@@ -5,7 +5,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
-EXAMPLE_TASK_MODULE = "worker.tasks"
+EXAMPLE_TASK_MODULE = "taskgate.worker.tasks"
 
 
 @dataclass(frozen=True)

@@ -13,11 +13,11 @@ from typing import Any
 from celery import Celery
 from kombu.utils.url import maybe_sanitize_url
 
-from worker import broker_loss
-from worker.backend import install_requeueing_backend
-from worker.config import DEFAULT_REDIS_URL, EXAMPLE_TASK_MODULE, CelerySettings
-from worker.guard import GUARDED_TASK
-from worker.heartbeat import HeartbeatStep
+from taskgate.worker import broker_loss
+from taskgate.worker.backend import install_requeueing_backend
+from taskgate.worker.config import DEFAULT_REDIS_URL, EXAMPLE_TASK_MODULE, CelerySettings
+from taskgate.worker.guard import GUARDED_TASK
+from taskgate.worker.heartbeat import HeartbeatStep
 
 logger = logging.getLogger(__name__)
 
@@ -204,9 +204,9 @@ def describe(app: Celery) -> str:
 def create_app(settings: CelerySettings, *, load_tasks: bool = True) -> Celery:
     """Build a configured Celery app; the gateway passes `load_tasks=False`.
 
-    Workers' tasks skip duplicate messages of a task id (`worker.guard`), workers
-    keep the Redis messages they hold fresh (`worker.heartbeat`), and a task whose
-    state cannot be stored goes back to the broker (`worker.backend`).
+    Workers' tasks skip duplicate messages of a task id (`taskgate.worker.guard`), workers
+    keep the Redis messages they hold fresh (`taskgate.worker.heartbeat`), and a task whose
+    state cannot be stored goes back to the broker (`taskgate.worker.backend`).
     """
     config = build_config(settings, load_tasks=load_tasks)
     if load_tasks:

@@ -25,7 +25,7 @@ from celery import Celery, bootsteps
 from celery.worker import state
 from kombu.transport import redis
 
-from worker.visibility import redis_visibility_timeout, warn_of_time_limits_beyond
+from taskgate.worker.visibility import redis_visibility_timeout, warn_of_time_limits_beyond
 
 logger = logging.getLogger(__name__)
 

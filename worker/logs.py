@@ -8,7 +8,7 @@ from celery.signals import after_setup_logger, after_setup_task_logger
 from pythonjsonlogger.core import RESERVED_ATTRS
 from pythonjsonlogger.json import JsonFormatter
 
-from worker.factory import ConfigurationError
+from taskgate.worker.factory import ConfigurationError
 
 LOG_FORMATS = ("text", "json")
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from celery.signals import worker_process_init
 
-from worker.factory import ConfigurationError
+from taskgate.worker.factory import ConfigurationError
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace import TracerProvider

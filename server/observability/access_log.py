@@ -14,8 +14,8 @@ from typing import Any, TypeAlias
 
 import grpc
 
-from server.auth import ANONYMOUS, current_principal
-from server.observability.logs import ACCESS_LOGGER
+from taskgate.server.auth import ANONYMOUS, current_principal
+from taskgate.server.observability.logs import ACCESS_LOGGER
 from taskgate.v1 import task_service_pb2 as pb
 
 access_logger = logging.getLogger(ACCESS_LOGGER)

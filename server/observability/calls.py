@@ -10,9 +10,9 @@ from typing import Any, TypeAlias
 
 import grpc
 
-from server.observability.access_log import CallNote, access_logger
-from server.observability.grpc_metrics import MethodSeries, ended
-from server.observability.tracing import remember_incoming
+from taskgate.server.observability.access_log import CallNote, access_logger
+from taskgate.server.observability.grpc_metrics import MethodSeries, ended
+from taskgate.server.observability.tracing import remember_incoming
 
 Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
 

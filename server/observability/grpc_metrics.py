@@ -15,8 +15,8 @@ from typing import Any, TypeAlias
 
 import grpc
 
-from server.observability import metrics
-from server.observability.grpc_names import GO_CODE_NAMES, STATUS_CODES, split_method
+from taskgate.server.observability import metrics
+from taskgate.server.observability.grpc_names import GO_CODE_NAMES, STATUS_CODES, split_method
 
 MethodHandler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
 Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
@@ -179,7 +179,7 @@ def _measured(behaviour: Behaviour, series: MethodSeries, request_streams: bool)
 
 
 class MetricsInterceptor(grpc.aio.ServerInterceptor):
-    """Counts every call the server handles. Given to `server.listener.grpc_server`, it
+    """Counts every call the server handles. Given to `grpc_server` (server/listener.py), it
     is folded into the gateway's own interceptor, outside everything there, so that
     refusals count too; alone, it is an interceptor of its own."""
 

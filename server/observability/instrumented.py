@@ -10,14 +10,14 @@ from typing import Any
 
 import grpc
 
-from server.errors import GatewayError, NotFound
-from server.gateway import Gateway, TaskView
-from server.observability import metrics
-from server.observability.grpc_names import go_code_name
-from server.publish.publisher import Publisher
-from server.records import DispatchRecord
-from server.requests import Submission
-from server.submitter import Submitted, Submitter
+from taskgate.server.errors import GatewayError, NotFound
+from taskgate.server.gateway import Gateway, TaskView
+from taskgate.server.observability import metrics
+from taskgate.server.observability.grpc_names import go_code_name
+from taskgate.server.publish.publisher import Publisher
+from taskgate.server.records import DispatchRecord
+from taskgate.server.requests import Submission
+from taskgate.server.submitter import Submitted, Submitter
 
 _TASK_NAMES = metrics.BoundedLabel(limit=200)  # `tasks.*` admits names no one chose
 _CALLERS = metrics.BoundedLabel(limit=100)

@@ -2,8 +2,8 @@
 
 import logging
 
-from server.config import LogSettings
-from worker.logs import TEXT_FORMAT, json_formatter
+from taskgate.server.config import LogSettings
+from taskgate.worker.logs import TEXT_FORMAT, json_formatter
 
 ACCESS_LOGGER = "taskgate.access"
 """One INFO line per call; `TASKGATE_ACCESS_LOG=off` raises this logger to WARNING."""

@@ -11,7 +11,7 @@ import threading
 
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
-from worker.factory import ConfigurationError
+from taskgate.worker.factory import ConfigurationError
 
 logger = logging.getLogger(__name__)
 

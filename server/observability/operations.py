@@ -8,18 +8,18 @@ from celery import Celery
 from grpc_health.v1 import health
 from redis.asyncio import Redis
 
-from server.config import ObservabilitySettings
-from server.observability.metrics import serve_metrics
-from server.observability.queue_depth import (
+from taskgate.server.config import ObservabilitySettings
+from taskgate.server.observability.metrics import serve_metrics
+from taskgate.server.observability.queue_depth import (
     AmqpQueueLengths,
     QueueDepth,
     QueueLengths,
     RedisQueueLengths,
     known_queues,
 )
-from server.observability.readiness import Readiness, ReadinessPolicy
-from server.publish.message import KeyRules
-from server.startup_checks import problems
+from taskgate.server.observability.readiness import Readiness, ReadinessPolicy
+from taskgate.server.publish.message import KeyRules
+from taskgate.server.startup_checks import problems
 
 logger = logging.getLogger(__name__)
 

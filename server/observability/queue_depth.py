@@ -15,8 +15,9 @@ from typing import Any
 from celery import Celery
 from redis.asyncio import Redis
 
-from server.observability import metrics
-from server.publish.message import KeyRules
+from taskgate.server import background
+from taskgate.server.observability import metrics
+from taskgate.server.publish.message import KeyRules
 
 logger = logging.getLogger(__name__)
 
@@ -122,8 +123,5 @@ class QueueDepth:
 
     async def close(self) -> None:
         """Stop reading."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await background.stop(self._task)
         await self._lengths.close()

@@ -8,12 +8,13 @@ take every replica out of its load balancer); `failures` in a row turn it NOT_SE
 """
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from grpc_health.v1 import health, health_pb2
+
+from taskgate.server import background
 
 logger = logging.getLogger(__name__)
 
@@ -119,8 +120,5 @@ class Readiness:
 
     async def drain(self) -> None:
         """Stop asking; both statuses NOT_SERVING for good (the gateway is shutting down)."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await background.stop(self._task)
         await self._servicer.enter_graceful_shutdown()

@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 
-from server.requests import Submission
-from worker.tracing import tracer_provider
+from taskgate.server.requests import Submission
+from taskgate.worker.tracing import tracer_provider
 
 if TYPE_CHECKING:
     from opentelemetry.trace import Tracer

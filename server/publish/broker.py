@@ -17,13 +17,13 @@ from kombu import Queue
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from server.errors import redis_unavailable
-from server.publish.batcher import ScriptBatcher
-from server.publish.inflight import InflightKeys
-from server.publish.message import KeyRules, TaskMessage
-from server.records import RecordWrite
-from server.redis_urls import place
-from worker.factory import ConfigurationError
+from taskgate.server.errors import redis_unavailable
+from taskgate.server.publish.batcher import ScriptBatcher
+from taskgate.server.publish.inflight import InflightKeys
+from taskgate.server.publish.message import KeyRules, TaskMessage
+from taskgate.server.records import RecordWrite
+from taskgate.server.redis_urls import place
+from taskgate.worker.factory import ConfigurationError
 
 logger = logging.getLogger(__name__)
 

@@ -20,10 +20,10 @@ from kombu.common import Broadcast
 from kombu.entity import maybe_delivery_mode
 from kombu.transport.redis import PRIORITY_STEPS, Channel
 
-from server.publish.events import broker_db, sent_event_channel, sent_event_payload
-from server.publish.reprs import args_repr, kwargs_repr
-from server.publish.template import PLACEHOLDER_ID, Envelope, MessageTemplate, encode_json
-from server.requests import Submission
+from taskgate.server.publish.events import broker_db, sent_event_channel, sent_event_payload
+from taskgate.server.publish.reprs import args_repr, kwargs_repr
+from taskgate.server.publish.template import PLACEHOLDER_ID, Envelope, MessageTemplate, encode_json
+from taskgate.server.requests import Submission
 
 # Route options the fast path reproduces; any other (serializer, compression,
 # delivery_mode, exchange lookups...) sends the task through `send_task`.

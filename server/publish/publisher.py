@@ -6,13 +6,13 @@ from typing import TypeVar
 
 from celery import Celery
 
-from server.dispatch import Dispatcher, retry_within
-from server.errors import Unavailable
-from server.publish.broker import RedisBroker
-from server.publish.message import MessageBuilder
-from server.records import DispatchRecord, DispatchRecords
-from server.redis_urls import SENTINEL_SCHEME, is_sentinel
-from server.requests import Submission
+from taskgate.server.dispatch import Dispatcher, retry_within
+from taskgate.server.errors import Unavailable
+from taskgate.server.publish.broker import RedisBroker
+from taskgate.server.publish.message import MessageBuilder
+from taskgate.server.records import DispatchRecord, DispatchRecords
+from taskgate.server.redis_urls import SENTINEL_SCHEME, is_sentinel
+from taskgate.server.requests import Submission
 
 logger = logging.getLogger(__name__)
 

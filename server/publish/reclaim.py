@@ -15,7 +15,6 @@ of many does it. It relies on taskgate's workers' run claims (see ReclaimSetting
 """
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -24,10 +23,11 @@ from typing import cast
 
 from redis.asyncio import Redis
 
-from server.config import ReclaimSettings
-from server.observability import metrics
-from server.publish.inflight import InFlight, InflightKeys
-from worker.guard import claim_key
+from taskgate.server import background
+from taskgate.server.config import ReclaimSettings
+from taskgate.server.observability import metrics
+from taskgate.server.publish.inflight import InFlight, InflightKeys
+from taskgate.worker.guard import claim_key
 
 logger = logging.getLogger(__name__)
 
@@ -210,8 +210,5 @@ class Reclaimer:
 
     async def close(self) -> None:
         """Stop sweeping and close the broker client (the backend's is the gateway's)."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await background.stop(self._task)
         await self._broker.aclose()
