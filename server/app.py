@@ -23,7 +23,7 @@ from taskgate.server.config import GatewaySettings
 from taskgate.server.dispatch import Dispatcher, create_gateway_app
 from taskgate.server.idempotency import IdempotencyKeys
 from taskgate.server.listener import bind, grpc_server
-from taskgate.server.observability.grpc_metrics import MetricsInterceptor, initialize
+from taskgate.server.observability.grpc_metrics import GrpcMetrics, initialize
 from taskgate.server.observability.grpc_names import method_types
 from taskgate.server.observability.instrumented import (
     MeteredGateway,
@@ -246,7 +246,7 @@ async def start(settings: GatewaySettings, shared_port: bool = False) -> Running
         settings.security,
         authenticator,
         settings.max_wait_seconds,
-        outer=[MetricsInterceptor(types)],
+        metrics=GrpcMetrics(types),
         on_limit=count_limit,
         shared_port=shared_port,
     )

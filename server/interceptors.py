@@ -23,7 +23,7 @@ from taskgate.server.errors import GatewayError, InvalidArgument
 from taskgate.server.limits import CallLimits, ReadSlots, ResourceExhausted, StreamNotRead
 from taskgate.server.observability.access_log import CallNote, log_call, note_request, note_response
 from taskgate.server.observability.calls import Call, Calls
-from taskgate.server.observability.grpc_metrics import MetricsInterceptor
+from taskgate.server.observability.grpc_metrics import GrpcMetrics
 from taskgate.server.sizes import largest_valid_requests
 
 logger = logging.getLogger(__name__)
@@ -101,7 +101,7 @@ class GatewayInterceptor(grpc.aio.ServerInterceptor):
         authenticator: TokenAuthenticator | None = None,
         limits: CallLimits | None = None,
         on_limit: Callable[[str, str], None] | None = None,
-        metrics: MetricsInterceptor | None = None,
+        metrics: GrpcMetrics | None = None,
     ) -> None:
         self._authenticator = authenticator or TokenAuthenticator(())
         self._limits = limits

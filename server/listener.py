@@ -4,7 +4,7 @@ import logging
 import resource
 import socket
 import ssl
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
 import grpc
 
@@ -12,7 +12,7 @@ from taskgate.server.auth import TokenAuthenticator
 from taskgate.server.config import SecuritySettings
 from taskgate.server.interceptors import GatewayInterceptor
 from taskgate.server.limits import CallerConcurrencyLimit, CallLimits, ConcurrencyLimit, RateLimit
-from taskgate.server.observability.grpc_metrics import MetricsInterceptor
+from taskgate.server.observability.grpc_metrics import GrpcMetrics
 from taskgate.server.observability.tracing import TRACING
 from taskgate.worker.factory import ConfigurationError
 
@@ -28,7 +28,7 @@ def gateway_interceptor(
     security: SecuritySettings,
     authenticator: TokenAuthenticator,
     on_limit: Callable[[str, str], None] | None = None,
-    metrics: MetricsInterceptor | None = None,
+    metrics: GrpcMetrics | None = None,
 ) -> GatewayInterceptor:
     """Authentication and limits as configured, and `metrics` when given."""
     if not authenticator.enabled:
@@ -54,20 +54,17 @@ def grpc_server(
     authenticator: TokenAuthenticator,
     max_wait_seconds: float,
     *,
-    outer: Sequence[grpc.aio.ServerInterceptor] = (),
+    metrics: GrpcMetrics | None = None,
     on_limit: Callable[[str, str], None] | None = None,
     shared_port: bool = False,
 ) -> grpc.aio.Server:
     """An asyncio gRPC server with the gateway's interceptor and message and queue limits;
-    `outer` interceptors see every call, refused ones too: a MetricsInterceptor among them
-    is folded into the gateway's interceptor (one layer a call, not one each);
-    `shared_port` when it is one process of a gateway's group."""
-    metrics = [each for each in outer if isinstance(each, MetricsInterceptor)]
+    `metrics` counts every call, refused ones too; `shared_port` when it is one process
+    of a gateway's group."""
     return grpc.aio.server(
         interceptors=[
-            *(each for each in outer if not isinstance(each, MetricsInterceptor)),
             *TRACING.outer_interceptors(),
-            gateway_interceptor(security, authenticator, on_limit, next(iter(metrics), None)),
+            gateway_interceptor(security, authenticator, on_limit, metrics),
             *TRACING.inner_interceptors(),
         ],
         options=[

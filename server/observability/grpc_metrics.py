@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import inspect
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any, TypeAlias
 
 import grpc
@@ -178,10 +178,10 @@ def _measured(behaviour: Behaviour, series: MethodSeries, request_streams: bool)
     return unary
 
 
-class MetricsInterceptor(grpc.aio.ServerInterceptor):
-    """Counts every call the server handles. Given to `grpc_server` (server/listener.py), it
-    is folded into the gateway's own interceptor, outside everything there, so that
-    refusals count too; alone, it is an interceptor of its own."""
+class GrpcMetrics:
+    """Counts every call the server handles. The gateway's one interceptor
+    (server/interceptors.py) measures with it, outside everything it does, so that
+    refusals count too."""
 
     def __init__(self, types: dict[str, str]) -> None:
         self._types = types  # the proto's own types: TaskService is served client-streaming
@@ -210,13 +210,3 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):
             wrapped = _measured(handler.stream_stream, series, True)
             return grpc.stream_stream_rpc_method_handler(wrapped, **serialization)
         return handler
-
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[MethodHandler | None]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> MethodHandler | None:
-        handler = await continuation(handler_call_details)
-        if handler is None:
-            return None
-        return self.measured(handler_call_details.method, handler)
