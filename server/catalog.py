@@ -10,6 +10,7 @@ logger = logging.getLogger(__name__)
 
 # Celery's internal tasks (chord_unlock, backend_cleanup, ...) are never a caller's to run.
 _NEVER = "celery.*"
+_NAMES_KEPT = 4096  # task names whose decision is kept: a caller may send any names
 
 ServedNames = Callable[[], Collection[str] | None]
 """The task names live workers serve now; None before any worker has answered."""
@@ -25,12 +26,18 @@ class Catalog:
     def __init__(self, patterns: tuple[str, ...], served: ServedNames | None = None) -> None:
         self.patterns = patterns
         self._served = served
+        self._allowed: dict[str, bool] = {}  # by task name: the patterns never change
 
     def allows(self, task: str) -> bool:
         """True when `task` matches a pattern and is not one of Celery's own."""
-        if fnmatchcase(task, _NEVER):
-            return False
-        return any(fnmatchcase(task, pattern) for pattern in self.patterns)
+        allowed = self._allowed.get(task)
+        if allowed is None:
+            allowed = not fnmatchcase(task, _NEVER) and any(
+                fnmatchcase(task, pattern) for pattern in self.patterns
+            )
+            if len(self._allowed) < _NAMES_KEPT:
+                self._allowed[task] = allowed
+        return allowed
 
     def exact_names(self) -> list[str]:
         """The patterns that name one task each (no wildcards), and may be submitted."""

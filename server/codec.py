@@ -36,13 +36,17 @@ def _finite(text: str) -> float:
     return value
 
 
+# One decoder for every call: json.loads with hooks builds a new one each time.
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant, parse_float=_finite)
+
+
 def _loads(field: str, text: str) -> Any:
     size = len(text.encode())
     if size > MAX_JSON_BYTES:
         raise InvalidArgument(field, f"is {size} bytes; at most {MAX_JSON_BYTES} are accepted")
     too_deep = f"JSON nests deeper than {MAX_JSON_DEPTH} levels"
     try:
-        value = json.loads(text, parse_constant=_reject_constant, parse_float=_finite)
+        value = _DECODER.decode(text)
     except ValueError as exc:
         raise InvalidArgument(field, f"not valid JSON: {exc}") from None
     except RecursionError:

@@ -2,7 +2,6 @@
 
 import asyncio
 import time
-import uuid
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
@@ -11,6 +10,7 @@ from taskgate.server.catalog import Catalog
 from taskgate.server.dispatch import Dispatcher
 from taskgate.server.errors import IdempotencyKeyReused, InvalidArgument, Unavailable
 from taskgate.server.idempotency import Claim, IdempotencyKeys, fingerprint
+from taskgate.server.ids import random_uuid
 from taskgate.server.observability.tracing import TRACING, with_trace_headers
 from taskgate.server.publish.publisher import Publisher
 from taskgate.server.records import DispatchRecord
@@ -83,7 +83,7 @@ class Submitter:
                 self._known_queues.add(queue)
         self._refuse_redelivery_loop(submission)
         if not submission.idempotency_key:
-            task_id = str(uuid.uuid4())
+            task_id = random_uuid()
             await self._dispatch(task_id, submission, time_left)
             return Submitted(task_id)
         return await self._submit_once(submission, submission.idempotency_key, time_left)
@@ -117,7 +117,7 @@ class Submitter:
         digest = fingerprint(submission)
         while True:
             now = time.time()
-            mine = Claim(str(uuid.uuid4()), digest, now, lease_until=now + self._lease(time_left))
+            mine = Claim(random_uuid(), digest, now, lease_until=now + self._lease(time_left))
             existing = await self._keys.claim(key, mine)
             # Our own claim comes back when a lost reply made redis-py send the claim again.
             if existing is None or existing.task_id == mine.task_id:

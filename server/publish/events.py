@@ -9,7 +9,6 @@ message; the event itself is Celery's `Event`, stamped as its EventDispatcher do
 
 import base64
 import os
-import uuid
 from typing import Any, cast
 from urllib.parse import urlsplit
 
@@ -19,6 +18,8 @@ from celery.utils.nodenames import anon_nodename
 from celery.utils.time import utcoffset
 from kombu.serialization import dumps as serialize
 from kombu.utils.json import dumps as encode_envelope
+
+from taskgate.server.ids import random_uuid
 
 EXCHANGE, ROUTING_KEY = "celeryev", "task.sent"
 _TRANSIENT = 1  # EventDispatcher's delivery_mode
@@ -69,7 +70,7 @@ def sent_event_payload(app: Celery, fields: dict[str, Any], queue: str) -> str:
                     "delivery_info": {"exchange": EXCHANGE, "routing_key": ROUTING_KEY},
                     "priority": 0,
                     "body_encoding": "base64",
-                    "delivery_tag": str(uuid.uuid4()),
+                    "delivery_tag": random_uuid(),
                 },
             }
         )

@@ -8,7 +8,6 @@ module only applies them in the order `send_task` does.
 """
 
 import bisect
-import uuid
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
@@ -20,6 +19,7 @@ from kombu.common import Broadcast
 from kombu.entity import maybe_delivery_mode
 from kombu.transport.redis import PRIORITY_STEPS, Channel
 
+from taskgate.server.ids import random_uuid
 from taskgate.server.publish.events import broker_db, sent_event_channel, sent_event_payload
 from taskgate.server.publish.reprs import args_repr, kwargs_repr
 from taskgate.server.publish.template import PLACEHOLDER_ID, Envelope, MessageTemplate, encode_json
@@ -217,7 +217,7 @@ class MessageBuilder:
         properties["delivery_info"] = {"exchange": "", "routing_key": queue.name}
         properties["priority"] = priority or 0
         properties["body_encoding"] = "base64"
-        properties["delivery_tag"] = str(uuid.uuid4())
+        properties["delivery_tag"] = random_uuid()
 
 
 def _encoded(envelope: Envelope) -> str:

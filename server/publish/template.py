@@ -16,13 +16,14 @@ fields again.
 
 import base64
 import re
-import uuid
 from dataclasses import dataclass
 from typing import Any
 
 from kombu import Queue
 from kombu.serialization import dumps as serialize
 from kombu.utils.json import JSONEncoder
+
+from taskgate.server.ids import random_uuid
 
 PLACEHOLDER_ID = "00000000-0000-4000-8000-000000000000"
 
@@ -149,7 +150,7 @@ class MessageTemplate:
         properties = dict(self.envelope.properties)
         for name in self.id_properties:
             properties[name] = task_id
-        properties["delivery_tag"] = str(uuid.uuid4())
+        properties["delivery_tag"] = random_uuid()
         _, _, embed = self.envelope.body
         return Envelope(message_headers, properties, (args, kwargs, embed))
 
@@ -176,7 +177,7 @@ class MessageTemplate:
             "argsrepr": encode_json(reprs[0]),
             "kwargsrepr": encode_json(reprs[1]),
             _EXTRA: extra,
-            "delivery_tag": encode_json(str(uuid.uuid4())),
+            "delivery_tag": encode_json(random_uuid()),
             "body": encode_json(body),
         }
         return self.layout.join(fields)
