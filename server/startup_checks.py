@@ -9,10 +9,13 @@ asks them for the gateway's whole life).
 """
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable
+from typing import Any
 
 from celery import Celery
+from kombu import Connection
 from redis.asyncio import Redis
 
 from taskgate.worker.factory import ConfigurationError, sanitized_url
@@ -34,19 +37,64 @@ def require_broker_transport(app: Celery) -> None:
         ) from None
 
 
-def _connect_broker(app: Celery) -> None:
-    # One try; a connect that hangs ends after the broker's connection timeout (whole seconds).
-    timeout = max(1, round(float(app.conf.broker_connection_timeout or 4.0)))
-    with app.connection_for_write() as connection:
-        connection.ensure_connection(max_retries=0, timeout=timeout)
+class BrokerProbe:
+    """One broker connection, kept from check to check: a check is a round trip on it.
+    A new connection every check (2 s) put two lines in RabbitMQ's log each time; a
+    failed check drops the connection, and the next one connects anew. Checks run one
+    at a time, each in a worker thread."""
+
+    def __init__(self, app: Celery) -> None:
+        self._app = app
+        self._connection: Connection | None = None
+
+    def check(self) -> None:
+        """Answer, or raise what the broker did."""
+        try:
+            if self._connection is None:
+                self._connection = self._connect()
+            else:
+                _round_trip(self._connection)
+        except Exception:
+            self.close()
+            raise
+
+    def _connect(self) -> Connection:
+        # One try; a connect that hangs ends after the connection timeout (whole seconds).
+        timeout = max(1, round(float(self._app.conf.broker_connection_timeout or 4.0)))
+        connection: Connection = self._app.connection_for_write()
+        try:
+            connection.ensure_connection(max_retries=0, timeout=timeout)
+        except Exception:
+            connection.release()
+            raise
+        return connection
+
+    def close(self) -> None:
+        """Let go of the connection."""
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            with contextlib.suppress(Exception):  # it is already broken, or the broker gone
+                connection.release()
 
 
-async def problems(app: Celery, backend: Redis) -> list[str]:
+def _round_trip(connection: Connection) -> None:
+    """One exchange with the broker on `connection`: a PING on the Redis client of its
+    default channel (closing a Redis channel would close its connection pool), a channel
+    opened and closed on RabbitMQ."""
+    if connection.transport.driver_type == "redis":
+        kept: Any = connection.default_channel  # kombu types channels as StdChannel
+        kept.client.ping()
+        return
+    opened: Any = connection.channel()
+    opened.close()
+
+
+async def problems(probe: BrokerProbe, app: Celery, backend: Redis) -> list[str]:
     """What keeps the gateway from serving now: one line for the broker, one for the backend."""
     broker_url = sanitized_url(str(app.conf.broker_url))
     backend_url = sanitized_url(str(app.conf.result_backend))
     checks: list[tuple[str, Awaitable[object]]] = [
-        (f"broker {broker_url}", asyncio.to_thread(_connect_broker, app)),
+        (f"broker {broker_url}", asyncio.to_thread(probe.check)),
         (f"result backend {backend_url}", backend.ping()),
     ]
     outcomes = await asyncio.gather(*(check for _, check in checks), return_exceptions=True)

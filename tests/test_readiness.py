@@ -90,6 +90,17 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             made.redis.stop()  # the one a test started again, if it did
 
 
+def test_readiness_checks_keep_one_broker_connection(stack: Stack) -> None:
+    """A check is a round trip on a connection kept from check to check, not a new
+    connection each time (which RabbitMQ logs twice a check)."""
+    stack.watch(READINESS)
+    with stack.redis.client() as client:
+        before = client.info("stats")["total_connections_received"]
+        time.sleep(20 * POLICY.interval_seconds)  # twenty checks
+        opened = client.info("stats")["total_connections_received"] - before - 1  # ours
+    assert opened <= 1, f"{opened} connections opened over twenty checks"
+
+
 def test_one_failed_check_does_not_flip_readiness(stack: Stack) -> None:
     watched = stack.watch(READINESS)
     failed = r"readiness check failed \(1 of 3\)"

@@ -1,5 +1,6 @@
 """Starts and stops what an operator watches: readiness, `/metrics`, the queue lengths."""
 
+import asyncio
 import logging
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -19,7 +20,7 @@ from taskgate.server.observability.queue_depth import (
 )
 from taskgate.server.observability.readiness import Readiness, ReadinessPolicy
 from taskgate.server.publish.message import KeyRules
-from taskgate.server.startup_checks import problems
+from taskgate.server.startup_checks import BrokerProbe, problems
 
 logger = logging.getLogger(__name__)
 
@@ -29,6 +30,7 @@ class Operations:
     """The running pieces, closed when the gateway stops."""
 
     readiness: Readiness
+    broker_probe: BrokerProbe
     queue_depth: QueueDepth | None
 
     async def drain(self) -> None:
@@ -39,6 +41,7 @@ class Operations:
         """Stop the background reads."""
         if self.queue_depth is not None:
             await self.queue_depth.close()
+        await asyncio.to_thread(self.broker_probe.close)
 
 
 def start_metrics(settings: ObservabilitySettings) -> int | None:
@@ -80,10 +83,11 @@ async def start_operations(
         settings.readiness_failures,
         settings.readiness_successes,
     )
-    readiness = Readiness(servicer, service, lambda: problems(app, backend), policy)
+    probe = BrokerProbe(app)
+    readiness = Readiness(servicer, service, lambda: problems(probe, app, backend), policy)
     await readiness.start()
     depth = None
     if settings.metrics_listen is not None:
         depth = QueueDepth(_queue_lengths(app))
         depth.start()
-    return Operations(readiness, depth)
+    return Operations(readiness, probe, depth)
