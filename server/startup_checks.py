@@ -11,6 +11,7 @@ asks them for the gateway's whole life).
 import asyncio
 import contextlib
 import logging
+import threading
 from collections.abc import Awaitable
 from typing import Any
 
@@ -37,31 +38,44 @@ def require_broker_transport(app: Celery) -> None:
         ) from None
 
 
+class BrokerNotAnswering(Exception):
+    """A check of the broker is still waiting for its answer."""
+
+
 class BrokerProbe:
     """One broker connection, kept from check to check: a check is a round trip on it.
     A new connection every check (2 s) put two lines in RabbitMQ's log each time; a
-    failed check drops the connection, and the next one connects anew. Checks run one
-    at a time, each in a worker thread."""
+    failed check drops the connection, and the next one connects anew. Each check runs
+    in a worker thread; one that outlives its timeout (a frozen broker) still holds the
+    connection, and a check meanwhile fails at once rather than share it (an AMQP
+    connection is not thread-safe)."""
 
     def __init__(self, app: Celery) -> None:
         self._app = app
         self._connection: Connection | None = None
+        self._in_use = threading.Lock()
 
     def check(self) -> None:
         """Answer, or raise what the broker did."""
+        if not self._in_use.acquire(blocking=False):
+            raise BrokerNotAnswering("the previous check of the broker has not answered yet")
         try:
             if self._connection is None:
                 self._connection = self._connect()
             else:
                 _round_trip(self._connection)
         except Exception:
-            self.close()
+            self._drop()
             raise
+        finally:
+            self._in_use.release()
 
     def _connect(self) -> Connection:
         # One try; a connect that hangs ends after the connection timeout (whole seconds).
         timeout = max(1, round(float(self._app.conf.broker_connection_timeout or 4.0)))
-        connection: Connection = self._app.connection_for_write()
+        # A kept AMQP connection must not wait for ever on a broker that went silent.
+        socket_timeouts = {"read_timeout": timeout, "write_timeout": timeout}
+        connection: Connection = self._app.connection_for_write(transport_options=socket_timeouts)
         try:
             connection.ensure_connection(max_retries=0, timeout=timeout)
         except Exception:
@@ -70,7 +84,15 @@ class BrokerProbe:
         return connection
 
     def close(self) -> None:
-        """Let go of the connection."""
+        """Let go of the connection; one a check still holds (a frozen broker) goes with
+        the process, so that a stopping gateway waits for no broker."""
+        if self._in_use.acquire(blocking=False):
+            try:
+                self._drop()
+            finally:
+                self._in_use.release()
+
+    def _drop(self) -> None:
         connection, self._connection = self._connection, None
         if connection is not None:
             with contextlib.suppress(Exception):  # it is already broken, or the broker gone
