@@ -7,6 +7,7 @@ messages). A wait here is always a poll with a deadline, never a bare sleep.
 
 import json
 import os
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -14,7 +15,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import grpc
 import redis
@@ -93,6 +94,29 @@ def managed(process: P, stop_timeout: float = 15.0) -> Iterator[P]:
         yield process
     finally:
         process.stop(stop_timeout)
+
+
+class Load(Protocol):
+    """Calls made one after another on a thread, until stopped."""
+
+    def run(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+
+L = TypeVar("L", bound=Load)
+
+
+@contextmanager
+def in_background(load: L, join_timeout: float = 60.0) -> Iterator[L]:
+    """Run `load` on a thread of its own for the duration of the block."""
+    thread = threading.Thread(target=load.run, daemon=True)
+    thread.start()
+    try:
+        yield load
+    finally:
+        load.stop()
+        thread.join(timeout=join_timeout)
 
 
 @dataclass

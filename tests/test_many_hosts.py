@@ -37,6 +37,7 @@ from tests import netns
 from tests.fault_helpers import (
     await_result,
     fault_env,
+    in_background,
     outcome,
     poll,
     quick_redelivery_options,
@@ -230,15 +231,11 @@ class Traffic:
 @pytest.fixture
 def traffic(cluster: Cluster) -> Iterator[Traffic]:
     """Balanced calls running in the background for the whole test."""
-    with cluster.balanced_channel() as channel:
-        load = Traffic(pb_grpc.TaskServiceStub(channel))
-        thread = threading.Thread(target=load.run, daemon=True)
-        thread.start()
-        try:
-            yield load
-        finally:
-            load.stop()
-            thread.join(timeout=60)
+    with (
+        cluster.balanced_channel() as channel,
+        in_background(Traffic(pb_grpc.TaskServiceStub(channel))) as load,
+    ):
+        yield load
 
 
 def _calls_go_on(traffic: Traffic, more: int) -> None:

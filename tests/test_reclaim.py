@@ -10,7 +10,6 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 
 import grpc
@@ -25,18 +24,21 @@ from taskgate.v1 import task_service_pb2 as pb
 from taskgate.v1 import task_service_pb2_grpc as pb_grpc
 from tests.fault_helpers import await_result, fault_env, managed, poll, runs, seconds, unique
 from tests.metrics_helpers import metrics_url, scrape, value
+from tests.reclaim_helpers import (
+    GRACE,
+    RECLAIM_BOUND,
+    RECLAIMED_LINE,
+    looked_at_twice,
+    sweeping,
+)
 
-GRACE, INTERVAL = 1.0, 0.25
 BATCH = 3  # fewer than the backlog: a sweep looks for 3 messages in the lists at most
-# The documented bound (grace plus two sweeps), with slack for a loaded machine.
-RECLAIM_BOUND = GRACE + 2 * INTERVAL + 10
 LOST_QUEUE = "reclaim-lost"  # consumed by the worker, started once the message is lost
 BACKLOG_QUEUE = "reclaim-backlog"  # consumed by no one
 BEHIND_QUEUE = "reclaim-behind"  # consumed by no one
 RESTORED_QUEUE = "reclaim-restored"  # consumed by a worker that then stops
 VOID_QUEUE = "reclaim-void"  # emptied by the test each time
 KEYS = InflightKeys()
-RECLAIMED_LINE = "by a worker that never received it"
 
 
 @dataclass
@@ -59,12 +61,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ReclaimStack]:
     log_dir = tmp_path_factory.mktemp("reclaim")
     with managed(RedisServer(log_dir)) as redis_server:
         env = fault_env(redis_server.url, redis_server.url)
-        gateway_env = {
-            **env,
-            "TASKGATE_RECLAIM_GRACE": str(GRACE),
-            "TASKGATE_RECLAIM_INTERVAL": str(INTERVAL),
-            "TASKGATE_RECLAIM_BATCH": str(BATCH),
-        }
+        gateway_env = {**sweeping(env), "TASKGATE_RECLAIM_BATCH": str(BATCH)}
         with (
             managed(Gateway(gateway_env, log_dir)) as gateway,
             grpc.insecure_channel(gateway.address) as channel,
@@ -87,23 +84,6 @@ def submit_to(stack: ReclaimStack, key: str, queue: str = "", countdown: float =
         options.countdown.CopyFrom(seconds(countdown))
     ask = pb.SubmitRequest(task="tests.count_run", args_json=json.dumps([key]), options=options)
     return stack.stub.Submit(ask, timeout=10).task_id
-
-
-def looked_at_twice(client: redis.Redis, task_ids: list[str]) -> None:
-    """Wait until a sweep has looked at each task twice: a looked-at copy still waiting is
-    moved to the back (scored anew), and a lost one is queued again at its second look."""
-    for _ in range(2):
-        before = {task_id: client.zscore(KEYS.index, task_id) for task_id in task_ids}
-        assert None not in before.values(), before
-        poll(partial(rescored, client, before), "a sweep looked at every copy", RECLAIM_BOUND)
-
-
-def rescored(client: redis.Redis, before: dict[str, float | None]) -> bool:
-    """True when every task's in-flight score has grown past `before`."""
-    return all(
-        (client.zscore(KEYS.index, task_id) or 0) > (score or 0)
-        for task_id, score in before.items()
-    )
 
 
 def reclaimed_count(stack: ReclaimStack) -> float:
@@ -147,7 +127,7 @@ def test_a_backlog_nobody_consumes_is_never_queued_twice_nor_hides_a_lost_one(
         queued = client.lrange(BACKLOG_QUEUE, 0, -1)
         lost_id = submit_to(stack, unique(), BEHIND_QUEUE)  # younger than the whole backlog
         assert client.brpop([BEHIND_QUEUE], timeout=5) is not None
-        looked_at_twice(client, task_ids)
+        looked_at_twice(client, task_ids, KEYS)
         poll(lambda: client.llen(BEHIND_QUEUE) == 1, "the lost one queued again", RECLAIM_BOUND)
         assert client.lrange(BACKLOG_QUEUE, 0, -1) == queued
     assert not any(stack.reclaimed(task_id) for task_id in task_ids)
@@ -165,7 +145,7 @@ def test_a_message_kombu_gave_back_is_never_queued_twice(stack: ReclaimStack) ->
         restored = client.lrange(RESTORED_QUEUE, 0, -1)
         assert len(restored) == 1
         assert b'"redelivered": true' in restored[0]
-        looked_at_twice(client, [task_id])
+        looked_at_twice(client, [task_id], KEYS)
         assert client.lrange(RESTORED_QUEUE, 0, -1) == restored
     assert not stack.reclaimed(task_id)
 
@@ -177,7 +157,7 @@ def test_a_countdown_held_by_a_worker_past_the_grace_is_left_to_it(
     with stack.redis.client() as client:
         task_id = submit_to(stack, key, countdown=6 * GRACE)
         poll(lambda: client.hlen("unacked") == 1, "the worker holds the message")
-        looked_at_twice(client, [task_id])
+        looked_at_twice(client, [task_id], KEYS)
         assert runs(client, key) == 0  # the countdown still runs, and not one check early
         assert await_result(stack.stub, task_id).state == pb.TASK_STATE_SUCCESS
         poll(lambda: copy_gone(client, task_id), "the copy removed", RECLAIM_BOUND)
@@ -239,7 +219,7 @@ def test_a_queue_purged_with_taskgate_purge_stays_empty(stack: ReclaimStack) -> 
     done = purge(stack.env, PURGED_QUEUE)
 
     assert (done.returncode, done.stdout) == (0, f"{PURGED_QUEUE}: 4 messages purged\n"), done
-    looked_at_twice(client, [kept])  # two sweeps since: a purged message would be back
+    looked_at_twice(client, [kept], KEYS)  # two sweeps since: a purged message would be back
     assert [stack.reclaimed(task_id) for task_id in purged] == [False] * 4
     assert client.keys(f"{PURGED_QUEUE}*") == [f"{PURGED_QUEUE}-kept".encode()]
     assert [client.zscore(KEYS.index, task_id) for task_id in purged] == [None] * 4

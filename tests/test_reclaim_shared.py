@@ -6,53 +6,29 @@ was lost, as in tests/test_reclaim.py.
 """
 
 import json
-from functools import partial
 from pathlib import Path
 
 import grpc
-import redis
 
 from scripts.stack import Gateway, RedisServer, start_worker
 from taskgate.server.publish.inflight import InflightKeys
 from taskgate.v1 import task_service_pb2 as pb
 from taskgate.v1 import task_service_pb2_grpc as pb_grpc
 from tests.fault_helpers import await_result, fault_env, managed, poll, runs, unique, write_config
+from tests.reclaim_helpers import RECLAIM_BOUND, RECLAIMED_LINE, looked_at_twice, sweeping
 
 PREFIX = "tenant-a:"
 QUEUE = "reclaim-shared"
 KEYS = InflightKeys(PREFIX)
-GRACE, INTERVAL = 1.0, 0.25
-RECLAIM_BOUND = GRACE + 2 * INTERVAL + 10  # grace and two sweeps, with slack
-RECLAIMED_LINE = "by a worker that never received it"
-
-
-def _score(client: redis.Redis, task_id: str) -> float:
-    return client.zscore(KEYS.index, task_id) or 0.0
-
-
-def _rescored(client: redis.Redis, task_id: str, before: float) -> bool:
-    return _score(client, task_id) > before
-
-
-def _swept_twice_more(client: redis.Redis, task_id: str) -> None:
-    """Wait until sweeps looked at the copy twice more (each look scores it anew)."""
-    for _ in range(2):
-        looked = partial(_rescored, client, task_id, _score(client, task_id))
-        poll(looked, "a sweep looked at the copy", RECLAIM_BOUND)
 
 
 def test_two_gateways_with_a_key_prefix_queue_a_lost_message_again_once(tmp_path: Path) -> None:
     write_config(tmp_path, broker_transport_options={"global_keyprefix": PREFIX})
     with managed(RedisServer(tmp_path)) as redis_server, redis_server.client() as client:
         env = fault_env(redis_server.url, redis_server.url, config_dir=tmp_path)
-        sweeping = {
-            **env,
-            "TASKGATE_RECLAIM_GRACE": str(GRACE),
-            "TASKGATE_RECLAIM_INTERVAL": str(INTERVAL),
-        }
         with (
-            managed(Gateway(sweeping, tmp_path)) as first,
-            managed(Gateway(sweeping, tmp_path)) as second,
+            managed(Gateway(sweeping(env), tmp_path)) as first,
+            managed(Gateway(sweeping(env), tmp_path)) as second,
             grpc.insecure_channel(first.address) as channel,
         ):
             stub = pb_grpc.TaskServiceStub(channel)
@@ -71,7 +47,7 @@ def test_two_gateways_with_a_key_prefix_queue_a_lost_message_again_once(tmp_path
             poll(
                 lambda: client.llen(PREFIX + QUEUE) == 1, "the message queued again", RECLAIM_BOUND
             )
-            _swept_twice_more(client, task_id)
+            looked_at_twice(client, [task_id], KEYS)
             assert client.llen(PREFIX + QUEUE) == 1
             logs = first.log_text() + second.log_text()
             assert logs.count(f"task {task_id} was taken off") == 1, logs[-3000:]

@@ -13,7 +13,6 @@ replica has caught up before the kill, so "every Submit answered OK runs" is
 checked for what replication had carried, as the README states it.
 """
 
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -30,6 +29,7 @@ from tests import netns
 from tests.fault_helpers import (
     await_result,
     fault_env,
+    in_background,
     outcome,
     poll,
     quick_redelivery_options,
@@ -99,15 +99,11 @@ def _start_taskgate(lab: netns.Lab, sentinels: SentinelSet, log_dir: Path) -> St
 
 @pytest.fixture
 def submits(stack: Stack) -> Iterator[Submits]:
-    with grpc.insecure_channel(f"{stack.lab.hosts['gw'].addresses['net']}:{GATEWAY_PORT}") as ch:
-        load = Submits(pb_grpc.TaskServiceStub(ch))
-        thread = threading.Thread(target=load.run, daemon=True)
-        thread.start()
-        try:
-            yield load
-        finally:
-            load.stop()
-            thread.join(timeout=30)
+    with (
+        grpc.insecure_channel(f"{stack.lab.hosts['gw'].addresses['net']}:{GATEWAY_PORT}") as ch,
+        in_background(Submits(pb_grpc.TaskServiceStub(ch)), join_timeout=30) as load,
+    ):
+        yield load
 
 
 def test_submits_waits_and_the_worker_carry_on_when_the_primary_fails_over(
