@@ -1,40 +1,40 @@
 """SubmitBatch: many submissions, each with its own outcome; one bad item fails no other."""
 
-import asyncio
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 
-from taskgate.server.errors import GatewayError, InvalidArgument
+from taskgate.server.errors import InvalidArgument
 from taskgate.server.requests import Submission, parse_submit
-from taskgate.server.submitter import Submitted
+from taskgate.server.submitter import Submitter
 from taskgate.v1 import task_service_pb2 as pb
 
 MAX_BATCH = 1000
 
 
-Submit = Callable[[Submission], Awaitable[Submitted]]
-
-
-async def _submit_one(
-    index: int, request: pb.SubmitRequest, submit: Submit
-) -> pb.SubmitBatchResult:
-    try:
-        submitted = await submit(parse_submit(request))
-        return pb.SubmitBatchResult(task_id=submitted.task_id)
-    except InvalidArgument as exc:
-        return pb.SubmitBatchResult(error=exc.within(f"requests[{index}]").to_status())
-    except GatewayError as exc:
-        return pb.SubmitBatchResult(error=exc.to_status())
-
-
 async def submit_batch(
-    requests: Sequence[pb.SubmitRequest], submit: Submit
+    requests: Sequence[pb.SubmitRequest], submitter: Submitter, time_left: float | None
 ) -> pb.SubmitBatchResponse:
-    """Submit each request concurrently; results come back in request order."""
+    """Check every request, then submit the valid ones together; results in request order."""
     if not requests:
         raise InvalidArgument("requests", "must hold at least one submission")
     if len(requests) > MAX_BATCH:
         raise InvalidArgument("requests", f"holds {len(requests)} submissions; at most {MAX_BATCH}")
-    results = await asyncio.gather(
-        *(_submit_one(index, request, submit) for index, request in enumerate(requests))
-    )
-    return pb.SubmitBatchResponse(results=results)
+    results: list[pb.SubmitBatchResult | None] = [None] * len(requests)
+    valid: list[tuple[int, Submission]] = []
+    for index, request in enumerate(requests):
+        try:
+            valid.append((index, parse_submit(request)))
+        except InvalidArgument as exc:
+            results[index] = pb.SubmitBatchResult(
+                error=exc.within(f"requests[{index}]").to_status()
+            )
+    outcomes = await submitter.submit_many([submission for _, submission in valid], time_left)
+    for (index, _), outcome in zip(valid, outcomes, strict=True):
+        if isinstance(outcome, InvalidArgument):
+            results[index] = pb.SubmitBatchResult(
+                error=outcome.within(f"requests[{index}]").to_status()
+            )
+        elif isinstance(outcome, Exception):
+            results[index] = pb.SubmitBatchResult(error=outcome.to_status())
+        else:
+            results[index] = pb.SubmitBatchResult(task_id=outcome.task_id)
+    return pb.SubmitBatchResponse(results=[result for result in results if result is not None])

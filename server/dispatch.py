@@ -142,7 +142,8 @@ class Dispatcher:
 
     def __init__(self, app: Celery, threads: int) -> None:
         self._app = app
-        self._default_retries = PublishRetries.of(app.conf.task_publish_retry_policy)
+        self.default_retries = PublishRetries.of(app.conf.task_publish_retry_policy)
+        """The configured publish retry policy (`task_publish_retry_policy`)."""
         # kombu's publish blocks; one thread per pooled broker connection.
         self._executor = ThreadPoolExecutor(threads, thread_name_prefix="taskgate-publish")
         # Asking the workers can take seconds while the broker is down: never ahead of a publish.
@@ -172,7 +173,7 @@ class Dispatcher:
     def retries_for(self, submission: Submission) -> PublishRetries:
         """The request's publish retry policy, or the configured one."""
         policy = submission.options.get("retry_policy")
-        return PublishRetries.of(policy) if policy else self._default_retries
+        return PublishRetries.of(policy) if policy else self.default_retries
 
     async def publish(self, task_id: str, submission: Submission, time_left: float | None) -> None:
         """Send the task with `send_task`; raises Unavailable when the broker cannot take it.

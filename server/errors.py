@@ -10,7 +10,7 @@ from google.protobuf import any_pb2
 from google.protobuf.message import Message
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ResponseError
+from redis.exceptions import ReadOnlyError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 ERROR_DOMAIN = "taskgate.v1"
@@ -139,7 +139,9 @@ def redis_unavailable(what: str) -> Iterator[None]:
     except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
         raise Unavailable(f"{what} is unavailable: {exc}") from exc
     except ResponseError as exc:
-        if not any(refusal in str(exc) for refusal in _REFUSED_WRITES):
+        # redis-py takes READONLY off the message of the ReadOnlyError it makes of it.
+        refused = isinstance(exc, ReadOnlyError) or any(r in str(exc) for r in _REFUSED_WRITES)
+        if not refused:
             raise
         raise Unavailable(f"{what} refuses writes now: {exc}") from exc
 

@@ -88,10 +88,7 @@ class TaskService(pb_grpc.TaskServiceServicer):
     async def SubmitBatch(
         self, request: pb.SubmitBatchRequest, context: Context
     ) -> pb.SubmitBatchResponse:
-        time_left = context.time_remaining()
-        return await submit_batch(
-            request.requests, lambda submission: self._submitter.submit(submission, time_left)
-        )
+        return await submit_batch(request.requests, self._submitter, context.time_remaining())
 
     async def Cancel(self, request: pb.CancelRequest, context: Context) -> pb.CancelResponse:
         task_id = parse_task_id(request.task_id)

@@ -2,17 +2,18 @@
 
 import asyncio
 import time
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 from taskgate.server.auth import current_principal
 from taskgate.server.catalog import Catalog
 from taskgate.server.dispatch import Dispatcher
-from taskgate.server.errors import IdempotencyKeyReused, InvalidArgument, Unavailable
+from taskgate.server.errors import GatewayError, IdempotencyKeyReused, InvalidArgument, Unavailable
 from taskgate.server.idempotency import Claim, IdempotencyKeys, fingerprint
 from taskgate.server.ids import random_uuid
 from taskgate.server.observability.tracing import TRACING, with_trace_headers
-from taskgate.server.publish.publisher import Publisher
+from taskgate.server.publish.publisher import Publication, Publisher
 from taskgate.server.records import DispatchRecord
 from taskgate.server.requests import Submission
 
@@ -40,6 +41,20 @@ def _start_delay(submission: Submission) -> float:
         eta: datetime = submission.options["eta"]
         return (eta - datetime.now(UTC)).total_seconds()
     return 0.0
+
+
+def _record_of(submission: Submission) -> DispatchRecord:
+    """The dispatch record of `submission`, published now."""
+    return DispatchRecord(
+        submission.task, time.time(), submission.idempotency_key, _start_delay(submission)
+    )
+
+
+async def _outcome(submitting: Awaitable[Submitted]) -> Submitted | GatewayError:
+    try:
+        return await submitting
+    except GatewayError as exc:
+        return exc
 
 
 class Submitter:
@@ -71,6 +86,64 @@ class Submitter:
 
         `time_left` is the call's remaining deadline: publish retries stop within it.
         """
+        self._admit(submission)
+        return await self._submit_admitted(submission, time_left)
+
+    async def _submit_admitted(self, submission: Submission, time_left: float | None) -> Submitted:
+        if not submission.idempotency_key:
+            task_id = random_uuid()
+            await self._dispatch(task_id, submission, time_left)
+            return Submitted(task_id)
+        return await self._submit_once(submission, submission.idempotency_key, time_left)
+
+    async def submit_many(
+        self, submissions: Sequence[Submission], time_left: float | None = None
+    ) -> list[Submitted | GatewayError]:
+        """`submit` for each of `submissions`: each one's outcome, or its error.
+
+        The submissions without an idempotency key are published together, in one
+        round trip where the own publish path takes them; the others one by one,
+        concurrently.
+        """
+        outcomes: list[Submitted | GatewayError | None] = [None] * len(submissions)
+        fresh: list[tuple[int, Publication]] = []
+        # Keyed ones claim their key first; with spans, each publish is in its own.
+        one_by_one: list[int] = []
+        for index, submission in enumerate(submissions):
+            try:
+                self._admit(submission)
+            except GatewayError as exc:
+                outcomes[index] = exc
+                continue
+            if submission.idempotency_key or TRACING.spans_on:
+                one_by_one.append(index)
+            else:
+                task_id = random_uuid()
+                fresh.append((index, (task_id, submission, _record_of(submission))))
+        alone, published = await asyncio.gather(
+            asyncio.gather(
+                *(_outcome(self._submit_admitted(submissions[i], time_left)) for i in one_by_one)
+            ),
+            self._publish_fresh([publication for _, publication in fresh], time_left),
+        )
+        for index, outcome in zip(one_by_one, alone, strict=True):
+            outcomes[index] = outcome
+        for (index, (task_id, _, _)), failure in zip(fresh, published, strict=True):
+            outcomes[index] = Submitted(task_id) if failure is None else failure
+        return [outcome for outcome in outcomes if outcome is not None]
+
+    async def _publish_fresh(
+        self, publications: list[Publication], time_left: float | None
+    ) -> list[Unavailable | None]:
+        """Publish unkeyed submissions together, each carrying its caller's trace headers."""
+        traced = [
+            (task_id, with_trace_headers(submission, TRACING.incoming_headers()), record)
+            for task_id, submission, record in publications
+        ]
+        return await self._publisher.publish_many(traced, time_left) if traced else []
+
+    def _admit(self, submission: Submission) -> None:
+        """Refuse a submission the catalog, the caller's token or the settings forbid."""
         self._catalog.check(submission.task)
         current_principal.get().require_task(submission.task)
         queue = submission.options.get("queue")
@@ -82,11 +155,6 @@ class Submitter:
             if len(self._known_queues) < _QUEUES_KEPT:
                 self._known_queues.add(queue)
         self._refuse_redelivery_loop(submission)
-        if not submission.idempotency_key:
-            task_id = random_uuid()
-            await self._dispatch(task_id, submission, time_left)
-            return Submitted(task_id)
-        return await self._submit_once(submission, submission.idempotency_key, time_left)
 
     def _refuse_redelivery_loop(self, submission: Submission) -> None:
         """A worker holds a countdown/eta task unacknowledged until it starts, and a Redis
@@ -104,12 +172,9 @@ class Submitter:
     async def _dispatch(
         self, task_id: str, submission: Submission, time_left: float | None
     ) -> None:
-        record = DispatchRecord(
-            submission.task, time.time(), submission.idempotency_key, _start_delay(submission)
-        )
         with TRACING.publishing(submission.task, task_id) as trace_headers:
             traced = with_trace_headers(submission, trace_headers)
-            await self._publisher.publish(task_id, traced, record, time_left)
+            await self._publisher.publish(task_id, traced, _record_of(submission), time_left)
 
     async def _submit_once(
         self, submission: Submission, key: str, time_left: float | None

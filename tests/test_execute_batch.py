@@ -177,6 +177,28 @@ def test_a_batch_runs_its_good_items_and_refuses_each_bad_one(
         assert name in results[index].error.message
 
 
+def test_a_batch_mixes_keyed_items_own_retry_policies_and_plain_ones(
+    stub: pb_grpc.TaskServiceStub,
+) -> None:
+    """Plain items go out together, keyed ones claim their key, those with a retry
+    policy of their own publish alone: each keeps its place and runs once."""
+    key = f"batch-{uuid.uuid4()}"
+    keyed = pb.SubmitRequest(task="tasks.add", args_json="[2, 2]", idempotency_key=key)
+    first = stub.Submit(keyed, timeout=10).task_id
+    own_policy = pb.SubmitOptions(retry_policy=pb.PublishRetryPolicy(max_retries=1))
+    requests = [
+        _add(1, 1),
+        keyed,
+        pb.SubmitRequest(task="tasks.add", args_json="[3, 3]", options=own_policy),
+        _add(4, 4),
+    ]
+    results = stub.SubmitBatch(pb.SubmitBatchRequest(requests=requests), timeout=10).results
+    assert results[1].task_id == first, "the key's earlier task"
+    ids = [result.task_id for result in results]
+    assert len(set(ids)) == 4
+    assert [wait_result(stub, task_id).result_json for task_id in ids] == ["2", "4", "6", "8"]
+
+
 def test_a_batch_keeps_the_order_of_its_items(stub: pb_grpc.TaskServiceStub) -> None:
     requests = [_add(i, 1000) for i in range(50)]
     results = stub.SubmitBatch(pb.SubmitBatchRequest(requests=requests), timeout=10).results

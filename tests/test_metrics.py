@@ -128,6 +128,11 @@ def test_a_stream_is_counted_as_server_stream_with_each_message(
     assert value(after, "taskgate_watch_streams_open") == 0
 
 
+def grown(before: Any, after: Any, name: str, **labels: str) -> float:
+    """How much the series `name` with `labels` grew between two scrapes."""
+    return value(after, name, **labels) - value(before, name, **labels)
+
+
 def test_taskgate_series_count_submissions_replays_and_waits(
     gateway: Gateway, stub: pb_grpc.TaskServiceStub
 ) -> None:
@@ -149,7 +154,7 @@ def test_taskgate_series_count_submissions_replays_and_waits(
     after = scrape(url)
 
     def moved(name: str, **labels: str) -> float:
-        return value(after, name, **labels) - value(before, name, **labels)
+        return grown(before, after, name, **labels)
 
     submitted = "taskgate_tasks_submitted_total"
     assert moved(submitted, task="tasks.add", outcome="queued") == 1
@@ -158,6 +163,29 @@ def test_taskgate_series_count_submissions_replays_and_waits(
     assert moved("taskgate_publish_seconds_count") == 1
     assert value(after, "taskgate_waits_in_progress") == 0
     assert value(after, "process_resident_memory_bytes") > 0
+
+
+def test_each_item_of_a_batch_counts_as_a_submission(
+    gateway: Gateway, stub: pb_grpc.TaskServiceStub
+) -> None:
+    """Items published together count one by one, as Submits do, refused ones too."""
+    url = metrics_url(gateway)
+    before = scrape(url)
+    good = pb.SubmitRequest(task="tasks.add", args_json="[1, 2]")
+    keyed = pb.SubmitRequest(task="tasks.add", args_json="[1, 2]", idempotency_key="metrics-b")
+    outside = pb.SubmitRequest(task="billing.charge")
+    batch = pb.SubmitBatchRequest(requests=[good, good, keyed, outside, good])
+    outcomes = [r.WhichOneof("outcome") for r in stub.SubmitBatch(batch, timeout=10).results]
+    assert outcomes == ["task_id", "task_id", "task_id", "error", "task_id"]
+    after = scrape(url)
+
+    def moved(name: str, **labels: str) -> float:
+        return grown(before, after, name, **labels)
+
+    submitted = "taskgate_tasks_submitted_total"
+    assert moved(submitted, task="tasks.add", outcome="queued") == 4
+    assert moved(submitted, task="unknown", outcome="NotFound") == 1
+    assert moved("taskgate_publish_seconds_count") == 4
 
 
 def test_requests_over_a_size_limit_count_as_size_limits_of_their_caller(

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import grpc
 import pytest
+import redis
+from google.rpc import code_pb2
 
 from scripts.stack import Gateway, RedisServer, celery_env, free_port
 from taskgate.v1 import task_service_pb2 as pb
@@ -69,3 +71,46 @@ def test_submit_with_the_broker_down_is_unavailable(broker_down: pb_grpc.TaskSer
     assert "broker" in (
         call_error(lambda: broker_down.Submit(request, timeout=DEADLINE)).details() or ""
     )
+
+
+def test_a_batch_with_the_broker_down_answers_each_item_unavailable(
+    broker_down: pb_grpc.TaskServiceStub,
+) -> None:
+    """The call itself succeeds; each item carries its own UNAVAILABLE, in time."""
+    batch = pb.SubmitBatchRequest(
+        requests=[pb.SubmitRequest(task="tasks.add", args_json=f"[{i}, 1]") for i in range(5)]
+    )
+    started = time.monotonic()
+    results = broker_down.SubmitBatch(batch, timeout=DEADLINE).results
+    assert time.monotonic() - started < DEADLINE
+    assert [result.WhichOneof("outcome") for result in results] == ["error"] * 5
+    assert {result.error.code for result in results} == {code_pb2.UNAVAILABLE}
+    assert "broker" in results[0].error.message
+
+
+@pytest.fixture
+def read_only(tmp_path: Path) -> Iterator[tuple[pb_grpc.TaskServiceStub, RedisServer]]:
+    """A gateway whose one Redis has become a read-only replica (a demoted primary)."""
+    server = RedisServer(tmp_path)
+    try:
+        with redis.Redis.from_url(server.url) as client:
+            client.replicaof("127.0.0.1", free_port())  # nothing there: stays read-only
+        for stub in _stub_for(celery_env(server.url, server.url), tmp_path):
+            yield stub, server
+    finally:
+        server.stop()
+
+
+def test_submit_to_a_broker_that_refuses_writes_is_unavailable(
+    read_only: tuple[pb_grpc.TaskServiceStub, RedisServer],
+) -> None:
+    """Worth a retry elsewhere or later (UNAVAILABLE), not a gateway bug (INTERNAL)."""
+    stub, server = read_only
+    request = pb.SubmitRequest(task="tasks.add", args_json="[1, 2]")
+    started = time.monotonic()
+    error = call_error(lambda: stub.Submit(request, timeout=DEADLINE))
+    assert error.code() == grpc.StatusCode.UNAVAILABLE, error.details()
+    assert "refuses writes" in (error.details() or "")
+    assert time.monotonic() - started < DEADLINE
+    with redis.Redis.from_url(server.url) as client:
+        assert client.llen("celery") == 0

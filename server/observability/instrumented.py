@@ -4,16 +4,18 @@ Subclasses, so that the domain modules stay free of metrics and app.py picks
 the metered ones when it wires the gateway.
 """
 
-from collections.abc import AsyncGenerator
+import time
+from collections.abc import AsyncGenerator, Sequence
 from contextlib import aclosing
 from typing import Any
 
 import grpc
 
-from taskgate.server.errors import GatewayError, NotFound
+from taskgate.server.errors import GatewayError, NotFound, Unavailable
 from taskgate.server.gateway import Gateway, TaskView
 from taskgate.server.observability import metrics
 from taskgate.server.observability.grpc_names import go_code_name
+from taskgate.server.publish.broker import Push
 from taskgate.server.publish.publisher import Publisher
 from taskgate.server.records import DispatchRecord
 from taskgate.server.requests import Submission
@@ -44,11 +46,26 @@ class MeteredSubmitter(Submitter):
         try:
             submitted = await super().submit(submission, time_left)
         except Exception as exc:
-            # A name outside the catalog is the caller's invention: never a label of its own.
-            _count_submitted(None if isinstance(exc, NotFound) else submission.task, _outcome(exc))
+            _count(submission.task, exc)
             raise
-        _count_submitted(submission.task, "deduplicated" if submitted.deduplicated else "queued")
+        _count(submission.task, submitted)
         return submitted
+
+    async def submit_many(
+        self, submissions: Sequence[Submission], time_left: float | None = None
+    ) -> list[Submitted | GatewayError]:
+        outcomes = await super().submit_many(submissions, time_left)
+        for submission, outcome in zip(submissions, outcomes, strict=True):
+            _count(submission.task, outcome)
+        return outcomes
+
+
+def _count(task: str, outcome: Submitted | Exception) -> None:
+    if isinstance(outcome, Submitted):
+        _count_submitted(task, "deduplicated" if outcome.deduplicated else "queued")
+    else:
+        # A name outside the catalog is the caller's invention: never a label of its own.
+        _count_submitted(None if isinstance(outcome, NotFound) else task, _outcome(outcome))
 
 
 def _count_submitted(task: str | None, outcome: str) -> None:
@@ -71,6 +88,18 @@ class MeteredPublisher(Publisher):
     ) -> None:
         with metrics.PUBLISH_SECONDS.time():
             await super().publish(task_id, submission, record, time_left)
+
+    async def _push_together(
+        self, pushes: list[Push], time_left: float | None
+    ) -> dict[int, Unavailable]:
+        """Each message pushed together took the whole push."""
+        started = time.perf_counter()
+        try:
+            return await super()._push_together(pushes, time_left)
+        finally:
+            seconds = time.perf_counter() - started
+            for _ in pushes:
+                metrics.PUBLISH_SECONDS.observe(seconds)
 
 
 class MeteredGateway(Gateway):

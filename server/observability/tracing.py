@@ -108,6 +108,16 @@ class Tracing:
         self._tracer = trace.get_tracer(__name__)
         logger.info("tracing with OpenTelemetry, exporting to %s", ", ".join(exporters) or "none")
 
+    @property
+    def spans_on(self) -> bool:
+        """True when the gateway makes spans of its own (a producer span a publish)."""
+        return self._tracer is not None
+
+    def incoming_headers(self) -> dict[str, str]:
+        """The trace headers a message passes on from the call, without spans of ours."""
+        incoming = _incoming.get()
+        return incoming.headers() if incoming is not None else {}
+
     def outer_interceptors(self) -> list[grpc.aio.ServerInterceptor]:
         """OTel's server span, outside authentication and limits, so that a refused call's
         span has its status; the streaming WatchStatus is left to `inner_interceptors`
@@ -138,8 +148,7 @@ class Tracing:
     def publishing(self, task: str, task_id: str) -> Iterator[dict[str, str]]:
         """The trace headers of one message, inside its producer span when tracing is on."""
         if self._tracer is None:
-            incoming = _incoming.get()
-            yield incoming.headers() if incoming is not None else {}
+            yield self.incoming_headers()
             return
         from opentelemetry.propagate import inject  # noqa: PLC0415
         from opentelemetry.trace import SpanKind  # noqa: PLC0415

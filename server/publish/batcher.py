@@ -51,9 +51,10 @@ return replies
 class _Call:
     keys: Sequence[str]
     args: Sequence[str | int]
-    done: asyncio.Future[Any] = field(
+    done: asyncio.Future[Any] | None = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
+    """Where its caller waits; None for a call of `call_many`, whose caller awaits all."""
 
 
 class ScriptBatcher:
@@ -71,6 +72,7 @@ class ScriptBatcher:
     async def call(self, keys: Sequence[str], args: Sequence[str | int]) -> Any:
         """Run the script with `keys` and `args` in the next pipeline; its reply."""
         call = _Call(keys, args)
+        assert call.done is not None
         self._pending.append(call)
         self._schedule()
         return await call.done
@@ -94,30 +96,44 @@ class ScriptBatcher:
         self._sending.discard(sending)
         self._schedule()
 
+    async def call_many(
+        self, calls: Sequence[tuple[Sequence[str], Sequence[str | int]]]
+    ) -> list[Any]:
+        """Run the script for each of `calls` (keys, args) now, in one round trip: each
+        call's reply, or its error as a value; a lost connection raises."""
+        return await self._run([_Call(keys, args, done=None) for keys, args in calls])
+
     async def _send(self, batch: list[_Call]) -> None:
-        chunks = [
-            batch[start : start + MOST_PER_SCRIPT]
-            for start in range(0, len(batch), MOST_PER_SCRIPT)
-        ]
         try:
-            replies = await self._execute(chunks)
-            unknown = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
-            if unknown:
-                logger.info("loading the publish script into Redis")
-                await self._redis.script_load(self._script)
-                again = await self._execute([chunks[i] for i in unknown])
-                for i, reply in zip(unknown, again, strict=True):
-                    replies[i] = reply
-            outcomes = [_each(chunk, reply) for chunk, reply in zip(chunks, replies, strict=True)]
+            outcomes = await self._run(batch)
         except BaseException as exc:  # every caller of this pipeline gets the error
             for call in batch:
                 _settle(call, exc)
             if not isinstance(exc, Exception):
                 raise
             return
-        for chunk, chunk_outcomes in zip(chunks, outcomes, strict=True):
-            for call, outcome in zip(chunk, chunk_outcomes, strict=True):
-                _settle(call, outcome)
+        for call, outcome in zip(batch, outcomes, strict=True):
+            _settle(call, outcome)
+
+    async def _run(self, batch: list[_Call]) -> list[Any]:
+        """Each call's reply or error, from as many scripts as it takes, one round trip."""
+        chunks = [
+            batch[start : start + MOST_PER_SCRIPT]
+            for start in range(0, len(batch), MOST_PER_SCRIPT)
+        ]
+        replies = await self._execute(chunks)
+        unknown = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
+        if unknown:
+            logger.info("loading the publish script into Redis")
+            await self._redis.script_load(self._script)
+            again = await self._execute([chunks[i] for i in unknown])
+            for i, reply in zip(unknown, again, strict=True):
+                replies[i] = reply
+        return [
+            outcome
+            for chunk, reply in zip(chunks, replies, strict=True)
+            for outcome in _each(chunk, reply)
+        ]
 
     async def _execute(self, chunks: list[list[_Call]]) -> list[Any]:
         commands = [_command(chunk) for chunk in chunks]
@@ -153,7 +169,9 @@ def _each(chunk: list[_Call], reply: Any) -> list[Any]:
 
 
 def _settle(call: _Call, reply: Any) -> None:
-    if call.done.done():  # its caller went away; the script ran (or failed) all the same
+    if (
+        call.done is None or call.done.done()
+    ):  # its caller went away; the script ran (or failed) all the same
         return
     if isinstance(reply, BaseException):
         call.done.set_exception(reply)

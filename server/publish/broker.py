@@ -10,14 +10,14 @@ and message land together or not at all.
 
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from kombu import Queue
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from taskgate.server.errors import redis_unavailable
+from taskgate.server.errors import Unavailable, redis_unavailable
 from taskgate.server.publish.batcher import ScriptBatcher
 from taskgate.server.publish.inflight import InflightKeys
 from taskgate.server.publish.message import KeyRules, TaskMessage
@@ -49,6 +49,21 @@ if #KEYS >= 4 then
 end
 return 1
 """
+
+
+Push = tuple[TaskMessage, int | None, RecordWrite | None]
+"""A message, its marker's TTL and the record written with it, as `push` takes them."""
+
+
+def _pushed_or_refused(reply: Any) -> bool | Unavailable:
+    """A script's reply as `push` reports it; a refused write (OOM, READONLY) as a value."""
+    if not isinstance(reply, BaseException):
+        return bool(reply)
+    try:
+        with redis_unavailable("the broker"):
+            raise reply
+    except Unavailable as exc:
+        return exc
 
 
 def same_redis(
@@ -97,18 +112,39 @@ class RedisBroker:
         """
         with redis_unavailable("the broker"):
             await self._declare(message.queue)
-            keys = [self.marker_key(message.task_id), message.key]
-            args: list[str | int] = [ttl or 0, message.payload]
-            if record is not None:
-                keys.append(record.key)
-                args.append(record.value)
-            if self._inflight is not None:
-                keys += [self._inflight.index, self._inflight.copy(message.task_id)]
-                args += [repr(time.time()), message.task_id]
-            pushed = bool(await self._batcher.call(keys, args))
+            pushed = bool(await self._batcher.call(*self._script_call(message, ttl, record)))
         if pushed and message.event is not None:
             await self._send_event(*message.event)
         return pushed
+
+    async def push_many(self, pushes: Sequence[Push]) -> list[bool | Unavailable]:
+        """`push` for each of `pushes`, in one round trip: each one's outcome, or its
+        Unavailable (a write Redis refused); Unavailable raised when Redis is away."""
+        with redis_unavailable("the broker"):
+            for queue in {message.queue.name: message.queue for message, _, _ in pushes}.values():
+                await self._declare(queue)
+            replies = await self._batcher.call_many(
+                [self._script_call(message, ttl, record) for message, ttl, record in pushes]
+            )
+        outcomes = [_pushed_or_refused(reply) for reply in replies]
+        for (message, _, _), pushed in zip(pushes, outcomes, strict=True):
+            if pushed is True and message.event is not None:
+                await self._send_event(*message.event)
+        return outcomes
+
+    def _script_call(
+        self, message: TaskMessage, ttl: int | None, record: RecordWrite | None
+    ) -> tuple[list[str], list[str | int]]:
+        """The publish script's KEYS and ARGV for `message`."""
+        keys = [self.marker_key(message.task_id), message.key]
+        args: list[str | int] = [ttl or 0, message.payload]
+        if record is not None:
+            keys.append(record.key)
+            args.append(record.value)
+        if self._inflight is not None:
+            keys += [self._inflight.index, self._inflight.copy(message.task_id)]
+            args += [repr(time.time()), message.task_id]
+        return keys, args
 
     async def _send_event(self, channel: str, payload: str) -> None:
         """PUBLISH the `task-sent` event after the message, as `send_task` does; the

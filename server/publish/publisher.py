@@ -1,14 +1,15 @@
 """Publish a submission: taskgate's own Redis path where it applies, else `send_task`."""
 
+import asyncio
 import logging
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Sequence
 from typing import TypeVar
 
 from celery import Celery
 
 from taskgate.server.dispatch import Dispatcher, retry_within
 from taskgate.server.errors import Unavailable
-from taskgate.server.publish.broker import RedisBroker
+from taskgate.server.publish.broker import Push, RedisBroker
 from taskgate.server.publish.message import MessageBuilder
 from taskgate.server.records import DispatchRecord, DispatchRecords
 from taskgate.server.redis_urls import SENTINEL_SCHEME, is_sentinel
@@ -19,6 +20,9 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 _REDIS_SCHEMES = ("redis", "rediss", SENTINEL_SCHEME)
+
+Publication = tuple[str, Submission, DispatchRecord]
+"""A task id, its submission and its dispatch record, as `Publisher.publish` takes them."""
 
 
 def own_path_broker_url(app: Celery) -> str | None:
@@ -90,6 +94,70 @@ class Publisher:
         if not pushed:
             logger.info("task %s was published already: not queued again", task_id)
 
+    async def publish_many(
+        self, items: Sequence[Publication], time_left: float | None
+    ) -> list[Unavailable | None]:
+        """`publish` for each of `items` (task id, submission, record); each one's
+        Unavailable, or None when it is queued.
+
+        Where the script writes the records, the messages of the items that take the
+        default retry policy go in one round trip, retried together like one publish;
+        every other item is published on its own, concurrently.
+        """
+        broker, builder = self._broker, self._builder
+        together: list[tuple[int, Push]] = []
+        alone: list[int] = []
+        for index, (task_id, submission, record) in enumerate(items):
+            message = None if builder is None else builder.build(task_id, submission)
+            # Its own retry policy, or a record written apart: published as one.
+            own_retries = "retry_policy" in submission.options
+            if broker is None or not broker.holds_records or message is None or own_retries:
+                alone.append(index)
+            else:
+                write = self._records.write(task_id, record)
+                together.append((index, (message, write.ttl, write)))
+        alone_outcomes, failures = await asyncio.gather(
+            asyncio.gather(
+                *(_unavailable_or_none(self.publish(*items[i], time_left)) for i in alone)
+            ),
+            self._push_together([push for _, push in together], time_left),
+        )
+        outcomes: list[Unavailable | None] = [None] * len(items)
+        for index, outcome in zip(alone, alone_outcomes, strict=True):
+            outcomes[index] = outcome
+        for position, (index, _) in enumerate(together):
+            outcomes[index] = failures.get(position)
+        return outcomes
+
+    async def _push_together(
+        self, pushes: list[Push], time_left: float | None
+    ) -> dict[int, Unavailable]:
+        """Push all of `pushes`, retried as one publish; the error of each one not queued.
+
+        A retry pushes them all again: those that went out already are no-ops (the
+        script's marker), so a refusal or a timeout midway loses none and doubles none.
+        """
+        broker = self._broker
+        if not pushes or broker is None:
+            return {}
+        queued = [False] * len(pushes)
+
+        async def attempt() -> None:
+            refused = None
+            for position, outcome in enumerate(await broker.push_many(pushes)):
+                if isinstance(outcome, Unavailable):
+                    refused = outcome
+                else:
+                    queued[position] = True
+            if refused is not None:
+                raise refused
+
+        try:
+            await retry_within(attempt, self._dispatcher.default_retries, time_left)
+        except Unavailable as exc:
+            return {position: exc for position, done in enumerate(queued) if not done}
+        return {}
+
     async def _unrecorded_if_failed(self, task_id: str, publish: Awaitable[T]) -> T:
         """Await `publish`; when it fails, drop the record written before it, so the
         id reads NOT_FOUND, not PENDING for ever. Should a timed-out try have landed
@@ -105,3 +173,11 @@ class Publisher:
         """Release the broker connections of the own path."""
         if self._broker is not None:
             await self._broker.close()
+
+
+async def _unavailable_or_none(publish: Awaitable[None]) -> Unavailable | None:
+    try:
+        await publish
+    except Unavailable as exc:
+        return exc
+    return None
