@@ -153,14 +153,11 @@ def test_taskgate_series_count_submissions_replays_and_waits(
     waiting.join()
     after = scrape(url)
 
-    def moved(name: str, **labels: str) -> float:
-        return grown(before, after, name, **labels)
-
     submitted = "taskgate_tasks_submitted_total"
-    assert moved(submitted, task="tasks.add", outcome="queued") == 1
-    assert moved(submitted, task="tasks.add", outcome="deduplicated") == 1
-    assert moved(submitted, task="unknown", outcome="NotFound") == 1
-    assert moved("taskgate_publish_seconds_count") == 1
+    assert grown(before, after, submitted, task="tasks.add", outcome="queued") == 1
+    assert grown(before, after, submitted, task="tasks.add", outcome="deduplicated") == 1
+    assert grown(before, after, submitted, task="unknown", outcome="NotFound") == 1
+    assert grown(before, after, "taskgate_publish_seconds_count") == 1
     assert value(after, "taskgate_waits_in_progress") == 0
     assert value(after, "process_resident_memory_bytes") > 0
 
@@ -179,13 +176,10 @@ def test_each_item_of_a_batch_counts_as_a_submission(
     assert outcomes == ["task_id", "task_id", "task_id", "error", "task_id"]
     after = scrape(url)
 
-    def moved(name: str, **labels: str) -> float:
-        return grown(before, after, name, **labels)
-
     submitted = "taskgate_tasks_submitted_total"
-    assert moved(submitted, task="tasks.add", outcome="queued") == 4
-    assert moved(submitted, task="unknown", outcome="NotFound") == 1
-    assert moved("taskgate_publish_seconds_count") == 4
+    assert grown(before, after, submitted, task="tasks.add", outcome="queued") == 4
+    assert grown(before, after, submitted, task="unknown", outcome="NotFound") == 1
+    assert grown(before, after, "taskgate_publish_seconds_count") == 4
 
 
 def test_requests_over_a_size_limit_count_as_size_limits_of_their_caller(
