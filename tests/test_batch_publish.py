@@ -24,6 +24,7 @@ from taskgate.server.publish.publisher import Publication, Publisher
 from taskgate.server.records import DispatchRecord, DispatchRecords
 from taskgate.server.requests import Submission
 from taskgate.worker.config import CelerySettings
+from tests.test_publish_conformance import events_during
 
 QUEUE = "batch"
 SUBMISSION = Submission("tasks.add", [1, 2], {}, {"queue": QUEUE})
@@ -48,10 +49,16 @@ def publications(count: int, submission: Submission = SUBMISSION) -> list[Public
 
 
 def publish_together(
-    url: str, items: list[Publication], time_left: float = 5.0, spy: list[str] | None = None
+    url: str,
+    items: list[Publication],
+    time_left: float = 5.0,
+    spy: list[str] | None = None,
+    events: bool = False,
 ) -> list[Unavailable | None]:
-    """`Publisher.publish_many` of `items`; `spy` gets one entry a round trip to the broker."""
+    """`Publisher.publish_many` of `items`; `spy` gets one entry a round trip to the broker;
+    `events` turns task_send_sent_event on."""
     app = create_gateway_app(CelerySettings(broker_url=url, result_backend=url))
+    app.conf.task_send_sent_event = events
 
     async def run() -> list[Unavailable | None]:
         client = redis.asyncio.Redis.from_url(url)
@@ -158,3 +165,13 @@ def test_a_broker_that_is_gone_fails_every_item_within_the_deadline() -> None:
     assert time.monotonic() - started < 3.0
     assert all(isinstance(outcome, Unavailable) for outcome in outcomes), outcomes
     assert "unavailable" in str(outcomes[0])
+
+
+def test_a_batch_sends_a_task_sent_event_for_each_task_it_queued(server: RedisServer) -> None:
+    """With task_send_sent_event on, as `send_task` would for each (the tests of the
+    one-by-one path compare the event with Celery's own)."""
+    url = server.db_url(0)
+    items = publications(20)
+    seen = events_during(url, 0, lambda: publish_together(url, items, events=True))
+    assert sorted(event["body"]["uuid"] for event in seen) == sorted(t for t, _, _ in items)
+    assert {event["channel"] for event in seen} == {"/0.celeryev/task.sent"}

@@ -169,9 +169,8 @@ def _each(chunk: list[_Call], reply: Any) -> list[Any]:
 
 
 def _settle(call: _Call, reply: Any) -> None:
-    if (
-        call.done is None or call.done.done()
-    ):  # its caller went away; the script ran (or failed) all the same
+    # A call of `call_many`, or one whose caller went away: the script ran (or failed).
+    if call.done is None or call.done.done():
         return
     if isinstance(reply, BaseException):
         call.done.set_exception(reply)

@@ -56,7 +56,8 @@ Push = tuple[TaskMessage, int | None, RecordWrite | None]
 
 
 def _pushed_or_refused(reply: Any) -> bool | Unavailable:
-    """A script's reply as `push` reports it; a refused write (OOM, READONLY) as a value."""
+    """A script's reply as `push` reports it; a write Redis refuses for now (READONLY,
+    NOREPLICAS) as a value; any other error (WRONGTYPE...) is raised, a fault to see."""
     if not isinstance(reply, BaseException):
         return bool(reply)
     try:
@@ -114,7 +115,7 @@ class RedisBroker:
             await self._declare(message.queue)
             pushed = bool(await self._batcher.call(*self._script_call(message, ttl, record)))
         if pushed and message.event is not None:
-            await self._send_event(*message.event)
+            await self._send_events([message.event])
         return pushed
 
     async def push_many(self, pushes: Sequence[Push]) -> list[bool | Unavailable]:
@@ -127,9 +128,13 @@ class RedisBroker:
                 [self._script_call(message, ttl, record) for message, ttl, record in pushes]
             )
         outcomes = [_pushed_or_refused(reply) for reply in replies]
-        for (message, _, _), pushed in zip(pushes, outcomes, strict=True):
-            if pushed is True and message.event is not None:
-                await self._send_event(*message.event)
+        events = [
+            message.event
+            for (message, _, _), pushed in zip(pushes, outcomes, strict=True)
+            if pushed is True and message.event is not None
+        ]
+        if events:
+            await self._send_events(events)
         return outcomes
 
     def _script_call(
@@ -146,13 +151,20 @@ class RedisBroker:
             args += [repr(time.time()), message.task_id]
         return keys, args
 
-    async def _send_event(self, channel: str, payload: str) -> None:
-        """PUBLISH the `task-sent` event after the message, as `send_task` does; the
-        task is queued whatever happens to its event, so a failure is only logged."""
+    async def _send_events(self, events: list[tuple[str, str]]) -> None:
+        """PUBLISH the `task-sent` events (channel, payload) after their messages, as
+        `send_task` does, in one round trip; the tasks are queued whatever happens to
+        their events, so a failure is only logged."""
         try:
-            await self._redis.publish(channel, payload)
+            if len(events) == 1:
+                await self._redis.publish(*events[0])
+                return
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for channel, payload in events:
+                    pipe.publish(channel, payload)
+                await pipe.execute()
         except (RedisError, OSError) as exc:
-            logger.warning("the task-sent event on %s was not sent: %s", channel, exc)
+            logger.warning("%d task-sent event(s) not sent: %s", len(events), exc)
 
     async def _declare(self, queue: Queue) -> None:
         """kombu's queue declaration, once per queue and process: the binding table
