@@ -18,7 +18,7 @@ async def submit_batch(
         raise InvalidArgument("requests", "must hold at least one submission")
     if len(requests) > MAX_BATCH:
         raise InvalidArgument("requests", f"holds {len(requests)} submissions; at most {MAX_BATCH}")
-    results: list[pb.SubmitBatchResult | None] = [None] * len(requests)
+    results: dict[int, pb.SubmitBatchResult] = {}
     valid: list[tuple[int, Submission]] = []
     for index, request in enumerate(requests):
         try:
@@ -37,4 +37,4 @@ async def submit_batch(
             results[index] = pb.SubmitBatchResult(error=outcome.to_status())
         else:
             results[index] = pb.SubmitBatchResult(task_id=outcome.task_id)
-    return pb.SubmitBatchResponse(results=[result for result in results if result is not None])
+    return pb.SubmitBatchResponse(results=[results[index] for index in range(len(requests))])

@@ -112,6 +112,16 @@ class Unavailable(GatewayError):
     code = code_pb2.UNAVAILABLE
 
 
+class Internal(GatewayError):
+    """A fault of the gateway or its Redis (a key of the wrong type), logged where found;
+    the caller is told only where to look."""
+
+    code = code_pb2.INTERNAL
+
+    def __init__(self) -> None:
+        super().__init__("internal error; see the gateway log")
+
+
 class ResultIgnored(TaskReasonError):
     """The task is declared `ignore_result=True`: there is no result to read or wait for."""
 

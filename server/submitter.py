@@ -50,7 +50,7 @@ def _record_of(submission: Submission) -> DispatchRecord:
     )
 
 
-async def _outcome(submitting: Awaitable[Submitted]) -> Submitted | GatewayError:
+async def _or_error(submitting: Awaitable[Submitted]) -> Submitted | GatewayError:
     try:
         return await submitting
     except GatewayError as exc:
@@ -105,7 +105,9 @@ class Submitter:
         round trip where the own publish path takes them; the others one by one,
         concurrently.
         """
-        outcomes: list[Submitted | GatewayError | None] = [None] * len(submissions)
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        outcomes: dict[int, Submitted | GatewayError] = {}
         fresh: list[tuple[int, Publication]] = []
         # Keyed ones claim their key first; with spans, each publish is in its own.
         one_by_one: list[int] = []
@@ -120,21 +122,22 @@ class Submitter:
             else:
                 task_id = random_uuid()
                 fresh.append((index, (task_id, submission, _record_of(submission))))
+        if time_left is not None:  # checking them took time too
+            time_left -= loop.time() - started
         alone, published = await asyncio.gather(
             asyncio.gather(
-                *(_outcome(self._submit_admitted(submissions[i], time_left)) for i in one_by_one)
+                *(_or_error(self._submit_admitted(submissions[i], time_left)) for i in one_by_one)
             ),
             self._publish_fresh([publication for _, publication in fresh], time_left),
         )
-        for index, outcome in zip(one_by_one, alone, strict=True):
-            outcomes[index] = outcome
+        outcomes.update(zip(one_by_one, alone, strict=True))
         for (index, (task_id, _, _)), failure in zip(fresh, published, strict=True):
             outcomes[index] = Submitted(task_id) if failure is None else failure
-        return [outcome for outcome in outcomes if outcome is not None]
+        return [outcomes[index] for index in range(len(submissions))]
 
     async def _publish_fresh(
         self, publications: list[Publication], time_left: float | None
-    ) -> list[Unavailable | None]:
+    ) -> list[GatewayError | None]:
         """Publish unkeyed submissions together, each carrying its caller's trace headers."""
         traced = [
             (task_id, with_trace_headers(submission, TRACING.incoming_headers()), record)

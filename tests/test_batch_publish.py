@@ -17,7 +17,7 @@ import redis.asyncio
 
 from scripts.stack import RedisServer, free_port
 from taskgate.server.dispatch import Dispatcher, create_gateway_app
-from taskgate.server.errors import Unavailable
+from taskgate.server.errors import GatewayError, Internal, Unavailable
 from taskgate.server.publish.broker import RedisBroker
 from taskgate.server.publish.message import MessageBuilder
 from taskgate.server.publish.publisher import Publication, Publisher
@@ -54,13 +54,13 @@ def publish_together(
     time_left: float = 5.0,
     spy: list[str] | None = None,
     events: bool = False,
-) -> list[Unavailable | None]:
+) -> list[GatewayError | None]:
     """`Publisher.publish_many` of `items`; `spy` gets one entry a round trip to the broker;
     `events` turns task_send_sent_event on."""
     app = create_gateway_app(CelerySettings(broker_url=url, result_backend=url))
     app.conf.task_send_sent_event = events
 
-    async def run() -> list[Unavailable | None]:
+    async def run() -> list[GatewayError | None]:
         client = redis.asyncio.Redis.from_url(url)
         backend = redis.asyncio.Redis.from_url(url)
         builder = MessageBuilder(app)
@@ -131,6 +131,21 @@ def test_items_with_their_own_retry_policy_are_published_beside_the_others(
     items = publications(3) + publications(2, OWN_POLICY) + publications(3)
     assert publish_together(url, items) == [None] * 8
     assert sorted(queued_ids(url)) == sorted(task_id for task_id, _, _ in items)
+
+
+def test_an_item_whose_queue_key_is_broken_fails_alone(server: RedisServer) -> None:
+    """A priority list's key holding a string (WRONGTYPE) fails its item INTERNAL (and
+    logs why); the others, in its script and in the scripts after it, are queued."""
+    url = server.db_url(0)
+    urgent = Submission("tasks.add", [5, 6], {}, {"queue": QUEUE, "priority": 9})
+    with redis.Redis.from_url(url) as client:
+        client.set(f"{QUEUE}\x06\x169", "not a list")  # kombu's key for priority 9
+    items = publications(100) + publications(1, urgent) + publications(200)
+    outcomes = publish_together(url, items)
+    assert isinstance(outcomes[100], Internal), outcomes[100]
+    assert outcomes[:100] + outcomes[101:] == [None] * 300
+    queued = sorted(queued_ids(url))
+    assert queued == sorted(task_id for i, (task_id, _, _) in enumerate(items) if i != 100)
 
 
 def test_a_broker_that_refuses_writes_fails_every_item_and_queues_none(

@@ -11,7 +11,7 @@ from typing import Any
 
 import grpc
 
-from taskgate.server.errors import GatewayError, NotFound, Unavailable
+from taskgate.server.errors import GatewayError, NotFound
 from taskgate.server.gateway import Gateway, TaskView
 from taskgate.server.observability import metrics
 from taskgate.server.observability.grpc_names import go_code_name
@@ -54,7 +54,12 @@ class MeteredSubmitter(Submitter):
     async def submit_many(
         self, submissions: Sequence[Submission], time_left: float | None = None
     ) -> list[Submitted | GatewayError]:
-        outcomes = await super().submit_many(submissions, time_left)
+        try:
+            outcomes = await super().submit_many(submissions, time_left)
+        except Exception as exc:  # a bug: each item of the batch ends with it
+            for submission in submissions:
+                _count(submission.task, exc)
+            raise
         for submission, outcome in zip(submissions, outcomes, strict=True):
             _count(submission.task, outcome)
         return outcomes
@@ -89,13 +94,13 @@ class MeteredPublisher(Publisher):
         with metrics.PUBLISH_SECONDS.time():
             await super().publish(task_id, submission, record, time_left)
 
-    async def _push_together(
+    async def push_together(
         self, pushes: list[Push], time_left: float | None
-    ) -> dict[int, Unavailable]:
+    ) -> dict[int, GatewayError]:
         """Each message pushed together took the whole push."""
         started = time.perf_counter()
         try:
-            return await super()._push_together(pushes, time_left)
+            return await super().push_together(pushes, time_left)
         finally:
             seconds = time.perf_counter() - started
             for _ in pushes:

@@ -1,9 +1,11 @@
 """The publish scripts of concurrent calls, many to a round trip.
 
 Under load grpc hands the gateway one call a loop turn, so a round trip a turn would
-be a round trip a call. Instead one script run (or pipeline of them) is out at a time
-(`MOST_PIPELINES`): the calls that come meanwhile go together in the next, sent at the
-end of the turn in which it came back; an idle gateway sends a lone call at once.
+be a round trip a call. Instead one script run (or pipeline of them) of single calls
+is out at a time (`MOST_PIPELINES`): the calls that come meanwhile go together in the
+next, sent at the end of the turn in which it came back; an idle gateway sends a lone
+call at once. A batch of calls made together (`call_many`, SubmitBatch's) goes at
+once, as a pipeline of its own.
 Up to `MOST_PER_SCRIPT` calls share one EVALSHA: the script runs each call's part in
 turn, under `pcall`, so each caller gets its own part's result or error and one
 call's failure fails no other. Fewer commands is what saves: redis-py packs, sends
@@ -99,8 +101,9 @@ class ScriptBatcher:
     async def call_many(
         self, calls: Sequence[tuple[Sequence[str], Sequence[str | int]]]
     ) -> list[Any]:
-        """Run the script for each of `calls` (keys, args) now, in one round trip: each
-        call's reply, or its error as a value; a lost connection raises."""
+        """Run the script for each of `calls` (keys, args) now, in one pipeline beside any
+        out already (three round trips after a NOSCRIPT): each call's reply, or its
+        error as a value; a lost connection raises."""
         return await self._run([_Call(keys, args, done=None) for keys, args in calls])
 
     async def _send(self, batch: list[_Call]) -> None:

@@ -17,7 +17,7 @@ from kombu import Queue
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from taskgate.server.errors import Unavailable, redis_unavailable
+from taskgate.server.errors import GatewayError, Internal, Unavailable, redis_unavailable
 from taskgate.server.publish.batcher import ScriptBatcher
 from taskgate.server.publish.inflight import InflightKeys
 from taskgate.server.publish.message import KeyRules, TaskMessage
@@ -55,9 +55,10 @@ Push = tuple[TaskMessage, int | None, RecordWrite | None]
 """A message, its marker's TTL and the record written with it, as `push` takes them."""
 
 
-def _pushed_or_refused(reply: Any) -> bool | Unavailable:
-    """A script's reply as `push` reports it; a write Redis refuses for now (READONLY,
-    NOREPLICAS) as a value; any other error (WRONGTYPE...) is raised, a fault to see."""
+def _pushed_or_failed(task_id: str, reply: Any) -> bool | GatewayError:
+    """A script's reply as `push` reports it, or its error as a value: Unavailable for a
+    write Redis refuses for now (READONLY, NOREPLICAS), else Internal, logged (a key of
+    the wrong type...): one item's fault fails no other."""
     if not isinstance(reply, BaseException):
         return bool(reply)
     try:
@@ -65,6 +66,9 @@ def _pushed_or_refused(reply: Any) -> bool | Unavailable:
             raise reply
     except Unavailable as exc:
         return exc
+    except Exception:
+        logger.exception("the publish of task %s failed", task_id)
+        return Internal()
 
 
 def same_redis(
@@ -118,16 +122,19 @@ class RedisBroker:
             await self._send_events([message.event])
         return pushed
 
-    async def push_many(self, pushes: Sequence[Push]) -> list[bool | Unavailable]:
-        """`push` for each of `pushes`, in one round trip: each one's outcome, or its
-        Unavailable (a write Redis refused); Unavailable raised when Redis is away."""
+    async def push_many(self, pushes: Sequence[Push]) -> list[bool | GatewayError]:
+        """`push` for each of `pushes`, in one pipeline: each one's outcome, or its own
+        error (Unavailable: a write Redis refused); Unavailable raised when Redis is away."""
         with redis_unavailable("the broker"):
             for queue in {message.queue.name: message.queue for message, _, _ in pushes}.values():
                 await self._declare(queue)
             replies = await self._batcher.call_many(
                 [self._script_call(message, ttl, record) for message, ttl, record in pushes]
             )
-        outcomes = [_pushed_or_refused(reply) for reply in replies]
+        outcomes = [
+            _pushed_or_failed(message.task_id, reply)
+            for (message, _, _), reply in zip(pushes, replies, strict=True)
+        ]
         events = [
             message.event
             for (message, _, _), pushed in zip(pushes, outcomes, strict=True)

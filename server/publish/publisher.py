@@ -8,9 +8,9 @@ from typing import TypeVar
 from celery import Celery
 
 from taskgate.server.dispatch import Dispatcher, retry_within
-from taskgate.server.errors import Unavailable
+from taskgate.server.errors import GatewayError, Unavailable
 from taskgate.server.publish.broker import Push, RedisBroker
-from taskgate.server.publish.message import MessageBuilder
+from taskgate.server.publish.message import MessageBuilder, TaskMessage
 from taskgate.server.records import DispatchRecord, DispatchRecords
 from taskgate.server.redis_urls import SENTINEL_SCHEME, is_sentinel
 from taskgate.server.requests import Submission
@@ -96,42 +96,49 @@ class Publisher:
 
     async def publish_many(
         self, items: Sequence[Publication], time_left: float | None
-    ) -> list[Unavailable | None]:
+    ) -> list[GatewayError | None]:
         """`publish` for each of `items` (task id, submission, record); each one's
-        Unavailable, or None when it is queued.
+        error, or None when it is queued.
 
         Where the script writes the records, the messages of the items that take the
-        default retry policy go in one round trip, retried together like one publish;
+        configured retry policy go in one pipeline, retried together like one publish;
         every other item is published on its own, concurrently.
         """
-        broker, builder = self._broker, self._builder
+        loop = asyncio.get_running_loop()
+        started = loop.time()
         together: list[tuple[int, Push]] = []
         alone: list[int] = []
         for index, (task_id, submission, record) in enumerate(items):
-            message = None if builder is None else builder.build(task_id, submission)
-            # Its own retry policy, or a record written apart: published as one.
-            own_retries = "retry_policy" in submission.options
-            if broker is None or not broker.holds_records or message is None or own_retries:
+            message = self._together_message(task_id, submission)
+            if message is None:
                 alone.append(index)
             else:
                 write = self._records.write(task_id, record)
                 together.append((index, (message, write.ttl, write)))
+        if time_left is not None:  # building them took time too
+            time_left -= loop.time() - started
         alone_outcomes, failures = await asyncio.gather(
-            asyncio.gather(
-                *(_unavailable_or_none(self.publish(*items[i], time_left)) for i in alone)
-            ),
-            self._push_together([push for _, push in together], time_left),
+            asyncio.gather(*(_error_or_none(self.publish(*items[i], time_left)) for i in alone)),
+            self.push_together([push for _, push in together], time_left),
         )
-        outcomes: list[Unavailable | None] = [None] * len(items)
-        for index, outcome in zip(alone, alone_outcomes, strict=True):
-            outcomes[index] = outcome
+        outcomes: dict[int, GatewayError | None] = dict(zip(alone, alone_outcomes, strict=True))
         for position, (index, _) in enumerate(together):
             outcomes[index] = failures.get(position)
-        return outcomes
+        return [outcomes[index] for index in range(len(items))]
 
-    async def _push_together(
+    def _together_message(self, task_id: str, submission: Submission) -> TaskMessage | None:
+        """The message of an item that can go with the others; None: it goes alone (a
+        retry policy of its own, a record written apart, a route only kombu knows)."""
+        broker, builder = self._broker, self._builder
+        if broker is None or builder is None or not broker.holds_records:
+            return None
+        if submission.options.get("retry_policy"):
+            return None
+        return builder.build(task_id, submission)
+
+    async def push_together(
         self, pushes: list[Push], time_left: float | None
-    ) -> dict[int, Unavailable]:
+    ) -> dict[int, GatewayError]:
         """Push all of `pushes`, retried as one publish; the error of each one not queued.
 
         A retry pushes them all again: those that went out already are no-ops (the
@@ -141,22 +148,31 @@ class Publisher:
         if not pushes or broker is None:
             return {}
         queued = [False] * len(pushes)
+        broken: dict[int, GatewayError] = {}  # failed for a reason of their own
 
         async def attempt() -> None:
             refused = None
             for position, outcome in enumerate(await broker.push_many(pushes)):
                 if isinstance(outcome, Unavailable):
                     refused = outcome
+                elif isinstance(outcome, GatewayError):
+                    broken[position] = outcome
                 else:
                     queued[position] = True
             if refused is not None:
                 raise refused
 
+        failure: Unavailable | None = None
         try:
             await retry_within(attempt, self._dispatcher.default_retries, time_left)
         except Unavailable as exc:
-            return {position: exc for position, done in enumerate(queued) if not done}
-        return {}
+            failure = exc
+        errors = {
+            position: broken.get(position, failure)
+            for position, done in enumerate(queued)
+            if not done
+        }
+        return {position: error for position, error in errors.items() if error is not None}
 
     async def _unrecorded_if_failed(self, task_id: str, publish: Awaitable[T]) -> T:
         """Await `publish`; when it fails, drop the record written before it, so the
@@ -175,9 +191,9 @@ class Publisher:
             await self._broker.close()
 
 
-async def _unavailable_or_none(publish: Awaitable[None]) -> Unavailable | None:
+async def _error_or_none(publish: Awaitable[None]) -> GatewayError | None:
     try:
         await publish
-    except Unavailable as exc:
+    except GatewayError as exc:
         return exc
     return None
