@@ -60,7 +60,7 @@ async def serve() -> None:
 def start_ceiling(env: dict[str, str], log_dir: Path) -> tuple[ManagedProcess, str]:
     """Start `python -m bench.ceiling`; the process and the address it listens on."""
     process = ManagedProcess("ceiling", [sys.executable, "-m", "bench.ceiling"], env, log_dir)
-    return process, process.wait_for_log(_LISTENING).group(1)
+    return process, process.started(_LISTENING).group(1)
 
 
 def _runner() -> Callable[[Coroutine[Any, Any, None]], None]:

@@ -50,8 +50,10 @@ def start_flower(env: dict[str, str], log_dir: Path) -> tuple[ManagedProcess, in
     ]  # fmt: skip
     flower_env = {**env, "FLOWER_UNAUTHENTICATED_API": "true"}
     process = ManagedProcess(f"flower-{port}", argv, flower_env, log_dir)
-    process.wait_for_log(_FLOWER_LISTENING)
-    wait_until(lambda: _flower_api_answers(port), f"Flower's API on port {port}")
+    process.started(_FLOWER_LISTENING)
+    process.stopped_unless(
+        lambda: wait_until(lambda: _flower_api_answers(port), f"Flower's API on port {port}")
+    )
     return process, port
 
 

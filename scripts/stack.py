@@ -17,12 +17,15 @@ import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 import redis
 
 from taskgate.server.publish.inflight import InflightKeys
 from taskgate.server.publish.message import KeyRules
 from taskgate.server.purge import purge
+
+T = TypeVar("T")
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 READY_TIMEOUT = 30.0
@@ -94,6 +97,20 @@ class ManagedProcess:
         wait_until(check, self.name, timeout)
         return found[0]
 
+    def started(self, pattern: re.Pattern[str], timeout: float = READY_TIMEOUT) -> re.Match[str]:
+        """`wait_for_log` for a process being started: one that does not get there is
+        stopped before the error is raised, so that a failed start leaves no process
+        behind (nobody holds it yet to stop it)."""
+        return self.stopped_unless(lambda: self.wait_for_log(pattern, timeout))
+
+    def stopped_unless(self, ready: Callable[[], T]) -> T:
+        """`ready()`'s answer; if it raises, the process is stopped first."""
+        try:
+            return ready()
+        except BaseException:
+            self.stop()
+            raise
+
     def signal(self, signum: int) -> None:
         """Send `signum` to the process if it still runs."""
         if self.alive():
@@ -137,7 +154,7 @@ class RedisServer(ManagedProcess):
             "--appendonly", "yes" if appendonly else "no",
         ]  # fmt: skip
         super().__init__(f"redis-{self.port}", argv, os.environ, log_dir)
-        wait_until(self.ping, f"redis-server on port {self.port}")
+        self.stopped_unless(lambda: wait_until(self.ping, f"redis-server on port {self.port}"))
 
     def db_url(self, db: int) -> str:
         """The URL of database `db` on this server: a broker and backend of its own,
@@ -206,7 +223,7 @@ def start_worker(
     if queues:
         argv.append(f"--queues={queues}")
     process = ManagedProcess(name, [*run_on, *argv], env, log_dir)
-    process.wait_for_log(re.compile(rf"{re.escape(name)}@\S+ ready\."))
+    process.started(re.compile(rf"{re.escape(name)}@\S+ ready\."))
     return process
 
 
@@ -229,7 +246,7 @@ class Gateway(ManagedProcess):
         env = {"TASKGATE_METRICS_LISTEN": metrics_listen, **env, "TASKGATE_LISTEN": listen}
         argv = [*run_on, sys.executable, "-m", "taskgate.server"]
         super().__init__(f"gateway-{uuid.uuid4().hex[:8]}", argv, env, log_dir)
-        match = self.wait_for_log(_GATEWAY_READY)
+        match = self.started(_GATEWAY_READY)
         self.address = f"{match.group(1)}:{match.group(2)}"
         metrics = _METRICS_AT.search(self.log_text())
         self.metrics_url = metrics.group(1) if metrics else None

@@ -195,7 +195,7 @@ def stock_worker(server: RedisServer, tmp_path_factory: pytest.TempPathFactory) 
             "--queues=celery,routed", "--hostname=stock@%h", "--without-mingle",
             "--without-gossip", "--loglevel=INFO"]  # fmt: skip
     worker = ManagedProcess("stock-worker", argv, env, tmp_path_factory.mktemp("stock"))
-    worker.wait_for_log(re.compile(r"stock@\S+ ready\."))
+    worker.started(re.compile(r"stock@\S+ ready\."))
     yield url
     worker.stop()
 
