@@ -12,7 +12,8 @@ from contextlib import contextmanager
 from typing import Any
 
 from taskgate.server.auth import TokensFileError
-from taskgate.server.config import LogSettings, SettingsError
+from taskgate.server.config import LogSettings
+from taskgate.server.env import SettingsError
 from taskgate.server.observability import logs as observability_logs
 from taskgate.worker.factory import ConfigurationError
 

@@ -9,11 +9,11 @@ from collections.abc import Callable
 import grpc
 
 from taskgate.server.auth import TokenAuthenticator
-from taskgate.server.config import SecuritySettings
 from taskgate.server.interceptors import GatewayInterceptor
 from taskgate.server.limits import CallerConcurrencyLimit, CallLimits, ConcurrencyLimit, RateLimit
 from taskgate.server.observability.grpc_metrics import GrpcMetrics
 from taskgate.server.observability.tracing import TRACING
+from taskgate.server.security_config import SecuritySettings
 from taskgate.worker.factory import ConfigurationError
 
 logger = logging.getLogger(__name__)

@@ -3,7 +3,8 @@
 import pytest
 
 from taskgate.server.catalog import Catalog
-from taskgate.server.config import GatewaySettings, SettingsError
+from taskgate.server.config import GatewaySettings
+from taskgate.server.env import SettingsError
 from taskgate.server.errors import NotFound
 
 

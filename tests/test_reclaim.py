@@ -17,7 +17,8 @@ import pytest
 import redis
 
 from scripts.stack import Gateway, ManagedProcess, RedisServer, start_worker
-from taskgate.server.config import ReclaimSettings, SettingsError
+from taskgate.server.config import ReclaimSettings
+from taskgate.server.env import SettingsError
 from taskgate.server.publish.inflight import InflightKeys
 from taskgate.server.publish.reclaim import MAX_RECLAIMS
 from taskgate.v1 import task_service_pb2 as pb

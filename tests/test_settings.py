@@ -2,7 +2,8 @@
 
 import pytest
 
-from taskgate.server.config import GatewaySettings, SettingsError, log_level
+from taskgate.server.config import GatewaySettings
+from taskgate.server.env import SettingsError, log_level
 
 
 @pytest.mark.parametrize("listen", ["127.0.0.1:0", "0.0.0.0:50051", "[::]:50051", "gw:8080"])
