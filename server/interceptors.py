@@ -10,15 +10,14 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncGenerator, Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any, TypeAlias, cast
 
 import grpc
-from google.protobuf.message import DecodeError
 from google.rpc import code_pb2, status_pb2
 from grpc_status import rpc_status
 
 from taskgate.server.auth import TokenAuthenticator, current_principal
+from taskgate.server.decoding import RequestNotReceived, Undecodable, tolerant
 from taskgate.server.errors import GatewayError, InvalidArgument
 from taskgate.server.limits import CallLimits, ReadSlots, ResourceExhausted, StreamNotRead
 from taskgate.server.observability.access_log import CallNote, log_call, note_request, note_response
@@ -38,45 +37,6 @@ RequestsHandler: TypeAlias = Callable[[object, Context], Awaitable[Any]]
 StreamingHandler: TypeAlias = Callable[[object, Context], Awaitable[None]]
 MethodHandler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
 Body: TypeAlias = Callable[[Any], Awaitable[Any]]
-
-
-@dataclass(frozen=True)
-class Undecodable:
-    """Stands in for a request whose bytes are not the message the method takes."""
-
-    error: str
-    too_large: bool = False
-
-
-class RequestNotReceived(GatewayError):
-    """No request arrived: gRPC refused one over the message size limit (or none was sent)."""
-
-    code = code_pb2.RESOURCE_EXHAUSTED
-
-    def __init__(self) -> None:
-        super().__init__("no request arrived: over TASKGATE_MAX_MESSAGE_BYTES, or none sent")
-
-
-def _tolerant(
-    deserializer: Callable[[bytes], Any] | None, rpc: str, largest: int | None
-) -> Callable[[bytes], Any] | None:
-    # grpc answers UNKNOWN (and logs a traceback) when a deserializer raises; handing
-    # the handler a marker instead lets the caller get INVALID_ARGUMENT. A request
-    # larger than any valid one is refused unparsed: the cheapest check comes first.
-    if deserializer is None:
-        return None
-
-    def deserialize(data: bytes) -> Any:
-        if largest is not None and len(data) > largest:
-            return Undecodable(
-                f"is {len(data)} bytes; a valid {rpc} request is at most {largest}", True
-            )
-        try:
-            return deserializer(data)
-        except DecodeError as exc:
-            return Undecodable(str(exc))
-
-    return deserialize
 
 
 def _peer_host(peer: str) -> str:
@@ -263,7 +223,7 @@ class GatewayInterceptor(grpc.aio.ServerInterceptor):
         series = None if self._metrics is None else self._metrics.series(method, handler)
         calls = Calls(method, series)
         rpc = calls.rpc
-        deserializer = _tolerant(handler.request_deserializer, rpc, self._largest.get(rpc))
+        deserializer = tolerant(handler.request_deserializer, rpc, self._largest.get(rpc))
         if handler.unary_unary is not None:
             return grpc.stream_unary_rpc_method_handler(
                 self._unary(calls, cast(UnaryHandler, handler.unary_unary)),
