@@ -101,9 +101,9 @@ class Submitter:
     ) -> list[Submitted | GatewayError]:
         """`submit` for each of `submissions`: each one's outcome, or its error.
 
-        The submissions without an idempotency key are published together, in one
-        round trip where the own publish path takes them; the others one by one,
-        concurrently.
+        The submissions without an idempotency key are published together (one
+        pipeline, where the own publish path takes them); keyed ones, and all of them
+        while tracing spans are on, one by one, concurrently.
         """
         loop = asyncio.get_running_loop()
         started = loop.time()
