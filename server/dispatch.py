@@ -5,7 +5,7 @@ import functools
 import itertools
 import logging
 from collections.abc import Awaitable, Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 
@@ -17,6 +17,7 @@ from kombu.exceptions import OperationalError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from taskgate.server.daemon_thread import DaemonThread
 from taskgate.server.errors import Unavailable
 from taskgate.server.requests import Submission
 from taskgate.worker.config import CelerySettings
@@ -146,8 +147,9 @@ class Dispatcher:
         """The configured publish retry policy (`task_publish_retry_policy`)."""
         # kombu's publish blocks; one thread per pooled broker connection.
         self._executor = ThreadPoolExecutor(threads, thread_name_prefix="taskgate-publish")
-        # Asking the workers can take seconds while the broker is down: never ahead of a publish.
-        self._control = ThreadPoolExecutor(1, thread_name_prefix="taskgate-control")
+        # Asking the workers can take seconds while the broker is down: never ahead of a
+        # publish, and never holding up the gateway's exit (server/daemon_thread.py).
+        self._control = DaemonThread("taskgate-control")
 
     def result_key(self, task_id: str) -> bytes:
         """The Redis key (and pub/sub channel) where Celery stores this task's state."""
@@ -160,9 +162,7 @@ class Dispatcher:
         conf = self._app.conf
         return bool(conf.task_create_missing_queues) or name in self._app.amqp.queues
 
-    async def _run(
-        self, call: Callable[[], T], what: str, executor: ThreadPoolExecutor | None = None
-    ) -> T:
+    async def _run(self, call: Callable[[], T], what: str, executor: Executor | None = None) -> T:
         loop = asyncio.get_running_loop()
         try:
             return await loop.run_in_executor(executor or self._executor, call)

@@ -79,6 +79,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         TASKGATE_READINESS_INTERVAL=str(POLICY.interval_seconds),
         TASKGATE_READINESS_FAILURES=str(POLICY.failures),
         TASKGATE_READINESS_SUCCESSES=str(POLICY.successes),
+        # The health watches stay open through the drain: each stop waits the whole grace.
+        TASKGATE_GRACE="1",
     )
     gateway = Gateway(env, log_dir)
     with grpc.insecure_channel(gateway.address) as channel:
