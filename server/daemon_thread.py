@@ -24,17 +24,21 @@ class DaemonThread(Executor):
 
     def __init__(self, name: str) -> None:
         self._calls: queue.SimpleQueue[_Call | None] = queue.SimpleQueue()
+        self._shut = False
         self._thread = threading.Thread(target=self._work, name=name, daemon=True)
         self._thread.start()
 
     def submit(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> "Future[T]":
         """Run `fn(*args, **kwargs)` after the calls before it."""
+        if self._shut:  # as ThreadPoolExecutor: a call queued behind the end never runs
+            raise RuntimeError("cannot schedule new calls after shutdown")
         future: Future[T] = Future()
         self._calls.put((future, lambda: fn(*args, **kwargs)))
         return future
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         """No more calls; with `cancel_futures` the waiting ones are cancelled."""
+        self._shut = True
         if cancel_futures:
             while True:
                 try:
