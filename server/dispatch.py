@@ -119,6 +119,13 @@ class PublishRetries:
         return pause
 
 
+def left_since(time_left: float | None, started: float) -> float | None:
+    """What is left of `time_left` (None: no deadline) at event-loop time `started`."""
+    if time_left is None:
+        return None
+    return time_left - (asyncio.get_running_loop().time() - started)
+
+
 async def retry_within(
     attempt: Callable[[], Awaitable[T]], retries: PublishRetries, time_left: float | None
 ) -> T:

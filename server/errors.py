@@ -140,20 +140,29 @@ class ResultIgnored(TaskReasonError):
 _REFUSED_WRITES = ("NOREPLICAS", "READONLY", "MASTERDOWN")
 
 
+def unavailable_for(what: str, exc: BaseException) -> "Unavailable | None":
+    """Unavailable naming `what` for a lost or timed-out Redis connection, or a write
+    Redis refuses for now; None for any other error."""
+    if isinstance(exc, RedisConnectionError | RedisTimeoutError | OSError):
+        return Unavailable(f"{what} is unavailable: {exc}")
+    # redis-py takes READONLY off the message of the ReadOnlyError it makes of it.
+    if isinstance(exc, ReadOnlyError) or (
+        isinstance(exc, ResponseError) and any(r in str(exc) for r in _REFUSED_WRITES)
+    ):
+        return Unavailable(f"{what} refuses writes now: {exc}")
+    return None
+
+
 @contextmanager
 def redis_unavailable(what: str) -> Iterator[None]:
-    """Turn a lost or timed-out Redis connection, or a write Redis refuses for now,
-    into Unavailable naming `what`."""
+    """Raise `unavailable_for` the Redis errors it names; any other error as it is."""
     try:
         yield
-    except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
-        raise Unavailable(f"{what} is unavailable: {exc}") from exc
-    except ResponseError as exc:
-        # redis-py takes READONLY off the message of the ReadOnlyError it makes of it.
-        refused = isinstance(exc, ReadOnlyError) or any(r in str(exc) for r in _REFUSED_WRITES)
-        if not refused:
+    except (RedisConnectionError, RedisTimeoutError, OSError, ResponseError) as exc:
+        unavailable = unavailable_for(what, exc)
+        if unavailable is None:
             raise
-        raise Unavailable(f"{what} refuses writes now: {exc}") from exc
+        raise unavailable from exc
 
 
 class TaskDidNotSucceed(TaskReasonError):

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 
 from taskgate.server.auth import current_principal
 from taskgate.server.catalog import Catalog
-from taskgate.server.dispatch import Dispatcher
+from taskgate.server.dispatch import Dispatcher, left_since
 from taskgate.server.errors import GatewayError, IdempotencyKeyReused, InvalidArgument, Unavailable
 from taskgate.server.idempotency import Claim, IdempotencyKeys, fingerprint
 from taskgate.server.ids import random_uuid
@@ -105,8 +105,7 @@ class Submitter:
         pipeline, where the own publish path takes them); keyed ones, and all of them
         while tracing spans are on, one by one, concurrently.
         """
-        loop = asyncio.get_running_loop()
-        started = loop.time()
+        started = asyncio.get_running_loop().time()
         outcomes: dict[int, Submitted | GatewayError] = {}
         fresh: list[tuple[int, Publication]] = []
         # Keyed ones claim their key first; with spans, each publish is in its own.
@@ -122,8 +121,7 @@ class Submitter:
             else:
                 task_id = random_uuid()
                 fresh.append((index, (task_id, submission, _record_of(submission))))
-        if time_left is not None:  # checking them took time too
-            time_left -= loop.time() - started
+        time_left = left_since(time_left, started)  # checking them took time too
         alone, published = await asyncio.gather(
             asyncio.gather(
                 *(_or_error(self._submit_admitted(submissions[i], time_left)) for i in one_by_one)

@@ -37,7 +37,8 @@ OWN_POLICY = Submission(
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[RedisServer]:
-    """A private redis-server, broker and result backend in one database."""
+    """A private redis-server, broker and result backend in one database; a test's own,
+    since one turns it into a read-only replica."""
     redis_server = RedisServer(tmp_path)
     yield redis_server
     redis_server.stop()

@@ -49,14 +49,16 @@ return replies
 """
 
 
+ScriptCall = tuple[Sequence[str], Sequence[str | int]]
+"""One call's KEYS and ARGV."""
+
+
 @dataclass
-class _Call:
-    keys: Sequence[str]
-    args: Sequence[str | int]
-    done: asyncio.Future[Any] | None = field(
+class _Waiting:
+    call: ScriptCall
+    done: asyncio.Future[Any] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
-    """Where its caller waits; None for a call of `call_many`, whose caller awaits all."""
 
 
 class ScriptBatcher:
@@ -67,17 +69,16 @@ class ScriptBatcher:
         self._redis = redis
         self._script = f"local function each(KEYS, ARGV)\n{script}\nend\n{_EVERY_CALL}"
         self._sha = hashlib.sha1(self._script.encode()).hexdigest()
-        self._pending: list[_Call] = []
+        self._pending: list[_Waiting] = []
         self._sending: set[asyncio.Task[None]] = set()
         self._flush_due = False
 
     async def call(self, keys: Sequence[str], args: Sequence[str | int]) -> Any:
         """Run the script with `keys` and `args` in the next pipeline; its reply."""
-        call = _Call(keys, args)
-        assert call.done is not None
-        self._pending.append(call)
+        waiting = _Waiting((keys, args))
+        self._pending.append(waiting)
         self._schedule()
-        return await call.done
+        return await waiting.done
 
     def _schedule(self) -> None:
         """Send what waits at the end of this loop turn, unless MOST_PIPELINES are out:
@@ -98,27 +99,25 @@ class ScriptBatcher:
         self._sending.discard(sending)
         self._schedule()
 
-    async def call_many(
-        self, calls: Sequence[tuple[Sequence[str], Sequence[str | int]]]
-    ) -> list[Any]:
+    async def call_many(self, calls: Sequence[ScriptCall]) -> list[Any]:
         """Run the script for each of `calls` (keys, args) now, in one pipeline beside any
         out already (three round trips after a NOSCRIPT): each call's reply, or its
         error as a value; a lost connection raises."""
-        return await self._run([_Call(keys, args, done=None) for keys, args in calls])
+        return await self._run(calls)
 
-    async def _send(self, batch: list[_Call]) -> None:
+    async def _send(self, batch: list[_Waiting]) -> None:
         try:
-            outcomes = await self._run(batch)
+            outcomes = await self._run([waiting.call for waiting in batch])
         except BaseException as exc:  # every caller of this pipeline gets the error
-            for call in batch:
-                _settle(call, exc)
+            for waiting in batch:
+                _settle(waiting, exc)
             if not isinstance(exc, Exception):
                 raise
             return
-        for call, outcome in zip(batch, outcomes, strict=True):
-            _settle(call, outcome)
+        for waiting, outcome in zip(batch, outcomes, strict=True):
+            _settle(waiting, outcome)
 
-    async def _run(self, batch: list[_Call]) -> list[Any]:
+    async def _run(self, batch: Sequence[ScriptCall]) -> list[Any]:
         """Each call's reply or error, from as many scripts as it takes, one round trip."""
         chunks = [
             batch[start : start + MOST_PER_SCRIPT]
@@ -138,7 +137,7 @@ class ScriptBatcher:
             for outcome in _each(chunk, reply)
         ]
 
-    async def _execute(self, chunks: list[list[_Call]]) -> list[Any]:
+    async def _execute(self, chunks: list[Sequence[ScriptCall]]) -> list[Any]:
         commands = [_command(chunk) for chunk in chunks]
         if len(commands) == 1:  # a pipeline of one command costs a third more in redis-py
             keys, args = commands[0]
@@ -153,16 +152,16 @@ class ScriptBatcher:
         return replies
 
 
-def _command(chunk: list[_Call]) -> tuple[list[str], list[str | int]]:
+def _command(chunk: Sequence[ScriptCall]) -> tuple[list[str], list[str | int]]:
     """The KEYS and ARGV of one script run for `chunk`."""
-    keys = [key for call in chunk for key in call.keys]
+    keys = [key for call_keys, _ in chunk for key in call_keys]
     args: list[str | int] = []
-    for call in chunk:
-        args += (len(call.keys), len(call.args), *call.args)
+    for call_keys, call_args in chunk:
+        args += (len(call_keys), len(call_args), *call_args)
     return keys, args
 
 
-def _each(chunk: list[_Call], reply: Any) -> list[Any]:
+def _each(chunk: Sequence[ScriptCall], reply: Any) -> list[Any]:
     """Each call's outcome from its script's reply: all of them its error, if it failed."""
     if isinstance(reply, BaseException):
         return [reply] * len(chunk)
@@ -171,11 +170,10 @@ def _each(chunk: list[_Call], reply: Any) -> list[Any]:
     return reply
 
 
-def _settle(call: _Call, reply: Any) -> None:
-    # A call of `call_many`, or one whose caller went away: the script ran (or failed).
-    if call.done is None or call.done.done():
+def _settle(waiting: _Waiting, reply: Any) -> None:
+    if waiting.done.done():  # its caller went away; the script ran (or failed) all the same
         return
     if isinstance(reply, BaseException):
-        call.done.set_exception(reply)
+        waiting.done.set_exception(reply)
     else:
-        call.done.set_result(reply)
+        waiting.done.set_result(reply)

@@ -17,8 +17,8 @@ from kombu import Queue
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from taskgate.server.errors import GatewayError, Internal, Unavailable, redis_unavailable
-from taskgate.server.publish.batcher import ScriptBatcher
+from taskgate.server.errors import GatewayError, Internal, redis_unavailable, unavailable_for
+from taskgate.server.publish.batcher import ScriptBatcher, ScriptCall
 from taskgate.server.publish.inflight import InflightKeys
 from taskgate.server.publish.message import KeyRules, TaskMessage
 from taskgate.server.records import RecordWrite
@@ -61,14 +61,11 @@ def _pushed_or_failed(task_id: str, reply: Any) -> bool | GatewayError:
     the wrong type...): one item's fault fails no other."""
     if not isinstance(reply, BaseException):
         return bool(reply)
-    try:
-        with redis_unavailable("the broker"):
-            raise reply
-    except Unavailable as exc:
-        return exc
-    except Exception:
-        logger.exception("the publish of task %s failed", task_id)
-        return Internal()
+    unavailable = unavailable_for("the broker", reply)
+    if unavailable is not None:
+        return unavailable
+    logger.error("the publish of task %s failed: %r", task_id, reply)
+    return Internal()
 
 
 def same_redis(
@@ -146,7 +143,7 @@ class RedisBroker:
 
     def _script_call(
         self, message: TaskMessage, ttl: int | None, record: RecordWrite | None
-    ) -> tuple[list[str], list[str | int]]:
+    ) -> ScriptCall:
         """The publish script's KEYS and ARGV for `message`."""
         keys = [self.marker_key(message.task_id), message.key]
         args: list[str | int] = [ttl or 0, message.payload]

@@ -7,7 +7,7 @@ from typing import TypeVar
 
 from celery import Celery
 
-from taskgate.server.dispatch import Dispatcher, retry_within
+from taskgate.server.dispatch import Dispatcher, left_since, retry_within
 from taskgate.server.errors import GatewayError, Unavailable
 from taskgate.server.publish.broker import Push, RedisBroker
 from taskgate.server.publish.message import MessageBuilder, TaskMessage
@@ -104,8 +104,7 @@ class Publisher:
         configured retry policy go in one pipeline, retried together like one publish;
         every other item is published on its own, concurrently.
         """
-        loop = asyncio.get_running_loop()
-        started = loop.time()
+        started = asyncio.get_running_loop().time()
         together: list[tuple[int, Push]] = []
         alone: list[int] = []
         for index, (task_id, submission, record) in enumerate(items):
@@ -115,8 +114,7 @@ class Publisher:
             else:
                 write = self._records.write(task_id, record)
                 together.append((index, (message, write.ttl, write)))
-        if time_left is not None:  # building them took time too
-            time_left -= loop.time() - started
+        time_left = left_since(time_left, started)  # building them took time too
         alone_outcomes, failures = await asyncio.gather(
             asyncio.gather(*(_error_or_none(self.publish(*items[i], time_left)) for i in alone)),
             self.push_together([push for _, push in together], time_left),
